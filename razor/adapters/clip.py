@@ -1,0 +1,166 @@
+"""CLIP adapter: loading, encoding, the family's losses (METHOD.md §6) and its components."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as nnf
+from transformers import AutoTokenizer, CLIPConfig, CLIPModel
+
+from razor.components import Component, Tower, enumerate_components
+from razor.errors import ModelError, NumericalError
+
+DEMO_MODEL = Path(__file__).resolve().parent.parent / "demo" / "model"
+LAYER_TENSORS = {
+    "q": "self_attn.q_proj.weight",
+    "k": "self_attn.k_proj.weight",
+    "v": "self_attn.v_proj.weight",
+    "out": "self_attn.out_proj.weight",
+    "fc1": "mlp.fc1.weight",
+    "fc2": "mlp.fc2.weight",
+}
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def resolve_model(spec: str) -> str:
+    """`demo` → the shipped demo model; a folder stays a folder; anything else is a hub id."""
+    return str(DEMO_MODEL) if spec == "demo" else spec
+
+
+def load_clip(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> "ClipAdapter":
+    """Load a CLIP model and tokenizer from `demo`, a local folder or a hub id (safetensors only)."""
+    source = resolve_model(spec)
+    folder = Path(source)
+    if folder.exists():
+        if not folder.is_dir() or not (folder / "config.json").is_file():
+            raise ModelError(f"{folder} is not a model folder; it needs config.json and model.safetensors")
+        if not any(folder.glob("*.safetensors")):
+            pickled = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt*")]
+            hint = f" (found pickled {', '.join(pickled)}: refused)" if pickled else ""
+            raise ModelError(f"{folder} has no .safetensors weights{hint}; convert the checkpoint to safetensors")
+    try:
+        model = CLIPModel.from_pretrained(source, use_safetensors=True, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except OSError as e:
+        raise ModelError(
+            f"cannot load CLIP model {spec!r} ({str(e).splitlines()[0]}); pass a local folder "
+            "(config.json, model.safetensors, tokenizer files) or a hub id that is in the local cache"
+        ) from e
+    preprocess = {"size": model.config.vision_config.image_size, "mean": OPENAI_MEAN, "std": OPENAI_STD}
+    pre = folder / "preprocessor_config.json"
+    if pre.is_file():
+        cfg = json.loads(pre.read_text())
+        preprocess["mean"], preprocess["std"] = tuple(cfg.get("image_mean", OPENAI_MEAN)), tuple(cfg.get("image_std", OPENAI_STD))
+    return ClipAdapter(model.to(device).eval(), tokenizer, preprocess, source)
+
+
+class ClipAdapter:
+    """A CLIPModel with its tokenizer, preprocessing and RAZOR's view of it."""
+
+    family = "clip"
+
+    def __init__(self, model: CLIPModel, tokenizer, preprocess: dict, source: str = ""):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.preprocess = preprocess
+        self.source = source
+        for name, param in model.named_parameters():
+            if not torch.isfinite(param).all():
+                raise NumericalError(f"parameter {name} holds NaN or Inf values; the checkpoint is corrupt — re-export or re-train it")
+        if not self.components("layer"):
+            raise ModelError(
+                "the model has no transformer blocks (0 encoder layers in both towers); "
+                "RAZOR edits attention and MLP weights of transformer blocks"
+            )
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.logit_scale.device
+
+    def towers(self) -> list[Tower]:
+        out = []
+        for name, cfg, block in (
+            ("vision", self.model.config.vision_config, "vision_model.encoder.layers.{}"),
+            ("text", self.model.config.text_config, "text_model.encoder.layers.{}"),
+        ):
+            heads = cfg.num_attention_heads
+            out.append(Tower(name, block, cfg.num_hidden_layers, heads, cfg.hidden_size // heads, LAYER_TENSORS))
+        return out
+
+    def components(self, granularity: str) -> list[Component]:
+        return enumerate_components(self.towers(), granularity)
+
+    def parameters(self) -> dict[str, torch.nn.Parameter]:
+        return dict(self.model.named_parameters())
+
+    # -- encoding ---------------------------------------------------------------------------
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        max_len = self.model.config.text_config.max_position_embeddings
+        enc = self.tokenizer(list(texts), padding="longest", truncation=True, max_length=max_len, return_tensors="pt")
+        return {"input_ids": enc["input_ids"].to(self.device), "attention_mask": enc["attention_mask"].to(self.device)}
+
+    def encode_texts(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        pooled = self.model.text_model(**tokens).pooler_output
+        return nnf.normalize(self.model.text_projection(pooled), dim=-1)
+
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        pooled = self.model.vision_model(pixel_values=pixels.to(self.device)).pooler_output
+        return nnf.normalize(self.model.visual_projection(pooled), dim=-1)
+
+    def vision_inputs(self, pixels: torch.Tensor) -> list[torch.Tensor]:
+        """The hidden states entering each vision block (for re-running only the edited part)."""
+        vm = self.model.vision_model
+        h = vm.pre_layrnorm(vm.embeddings(pixels.to(self.device)))
+        states = []
+        for block in vm.encoder.layers:
+            states.append(h)
+            h = block(h, None)
+        return states
+
+    def encode_images_from(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
+        """Image embeddings computed from the cached input of vision block `layer` onward."""
+        vm = self.model.vision_model
+        for block in vm.encoder.layers[layer:]:
+            hidden = block(hidden, None)
+        return nnf.normalize(self.model.visual_projection(vm.post_layernorm(hidden[:, 0, :])), dim=-1)
+
+    # -- the family's losses (METHOD.md §6) --------------------------------------------------
+    def forget_objective(self, pixels: torch.Tensor, concept: dict[str, torch.Tensor]) -> torch.Tensor:
+        """F: mean 1 − cos(image, concept text) over forget images; grows as the concept is forgotten."""
+        img = self.encode_images(pixels)
+        txt = self.encode_texts(concept)
+        return (1.0 - img @ txt[0]).mean()
+
+    def retain_loss(self, pixels: torch.Tensor, captions: dict[str, torch.Tensor], positives: torch.Tensor) -> torch.Tensor:
+        """R: symmetric InfoNCE on retain pairs; `positives[i, j]` marks caption j as describing image i."""
+        img = self.encode_images(pixels)
+        txt = self.encode_texts(captions)
+        return contrastive_loss(self.model.logit_scale.exp() * img @ txt.T, positives)
+
+    def drift_penalty(self, pixels: torch.Tensor, captions: dict[str, torch.Tensor], frozen: torch.Tensor) -> torch.Tensor:
+        """M: mean squared change of the image–text similarity matrix of a retain batch vs θ0."""
+        sim = self.encode_images(pixels) @ self.encode_texts(captions).T
+        return ((sim - frozen) ** 2).mean()
+
+
+def contrastive_loss(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE with every positive pair counted (repeated captions are not negatives)."""
+    pos = positives.float()
+    t_img = pos / pos.sum(1, keepdim=True).clamp_min(1)
+    t_txt = pos.T / pos.T.sum(1, keepdim=True).clamp_min(1)
+    loss_i = -(t_img * logits.log_softmax(1)).sum(1).mean()
+    loss_t = -(t_txt * logits.T.log_softmax(1)).sum(1).mean()
+    return (loss_i + loss_t) / 2
+
+
+def demo_config(vocab_size: int, bos: int, eos: int, pad: int, image_size: int = 32) -> CLIPConfig:
+    """The tiny CLIP the demo trains: width 128, 4 blocks, 4 heads, MLP 256 per tower."""
+    text = dict(vocab_size=vocab_size, hidden_size=128, intermediate_size=256, num_hidden_layers=4,
+                num_attention_heads=4, max_position_embeddings=16, bos_token_id=bos, eos_token_id=eos,
+                pad_token_id=pad)
+    vision = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
+                  image_size=image_size, patch_size=8)
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=128)

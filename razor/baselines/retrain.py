@@ -1,0 +1,46 @@
+"""The retrain oracle: the demo recipe trained again without the concept's items."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from razor.config import RetrainParams
+from razor.delta import Delta
+from razor.demo.dataset import cache_dir
+from razor.editing import EditResult
+from razor.errors import ModelError
+from razor.io import sha256_file
+
+
+def retrain_edit(task, p: RetrainParams, progress: bool = True) -> EditResult:
+    from razor.demo.train import train
+
+    adapter = task.adapter
+    if not (Path(adapter.source) / "training.json").is_file():
+        raise ModelError(
+            f"retrain needs the model's training recipe; {adapter.source} was not trained by `razor demo train` "
+            "(no training.json). Use another method, or retrain the model yourself without the concept"
+        )
+    exclude = f"{task.axis}:{task.label}"
+    key = hashlib.sha256(f"{sha256_file(task.manifest_path)}|{exclude}|{p.steps}|{p.seed}".encode()).hexdigest()[:16]
+    out = cache_dir() / "oracles" / key
+    if not (out / "model.safetensors").is_file():
+        train(task.manifest_path, out, exclude=exclude, seed=p.seed, steps=p.steps, progress=progress)
+    state = load_file(str(out / "model.safetensors"))
+    params = adapter.parameters()
+    if any(n not in state or state[n].shape != q.shape for n, q in params.items()):
+        raise ModelError(f"the retrained model in {out} does not match {adapter.source}'s architecture; "
+                         "retrain with the manifest the model was trained on")
+    base = {n: q.detach().clone() for n, q in params.items()}
+    with torch.no_grad():
+        for n, q in params.items():
+            q.copy_(state[n])
+    meta = dict(method="retrain", base=adapter.source, oracle=str(out), record=json.loads((out / "training.json").read_text()))
+    delta = Delta.from_diff(base, params, meta=meta)
+    delta.meta["components"] = delta.params
+    return EditResult(delta)

@@ -1,0 +1,60 @@
+"""Typed, validated parameters of RAZOR and the baselines (validated once, then passed as values)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SearchParams(Params):
+    """The per-component step search (METHOD.md §4) and its targets on the validation split."""
+
+    forget_target: float = Field(0.05, ge=0, le=1, description="FA@1 on forget-val that counts as forgotten")
+    retain_tolerance: float = Field(0.06, ge=0, le=1, description="allowed share of retain-val predictions that change from θ0's")
+    budget_share: float = Field(0.5, gt=0, le=1, description="(ours) share of the remaining tolerance one partial edit may spend")
+    kappa: float = Field(1.0, ge=0, description="(ours) trade-off: forget gain − κ·retain loss")
+    probes: int = Field(10, ge=1, le=40, description="step evaluations per component")
+    robust_bits: int | None = Field(4, ge=2, le=8, description="(ours) a step meets the target only if it also does after this quantisation")
+
+
+class RazorParams(SearchParams):
+    granularity: Literal["layer", "head", "both"] = "both"
+    towers: tuple[Literal["vision", "text"], ...] = ("vision", "text")
+    alpha: float = Field(1.0, ge=0, le=1)
+    alignment: Literal["signed", "abs"] = "signed"
+    normalize: Literal["none", "tower"] = "none"
+    select: Literal["topk", "threshold", "pareto"] = "topk"
+    k: int = Field(1, ge=1)
+    tau: float | None = None
+    rho: float = Field(1.0, gt=0, le=1)
+    lambda_f: float = Field(1.0, ge=0)
+    lambda_m: float = Field(1.0, ge=0)
+    mode: Literal["zero_step", "one_step"] = "one_step"
+    max_rounds: int = Field(6, ge=1, le=6)
+    candidates: int = Field(4, ge=1, description="(ours) top candidates evaluated per expansion round")
+
+
+class SlugParams(SearchParams):
+    towers: tuple[Literal["vision", "text"], ...] = ("vision", "text")
+    robust_bits: int | None = None  # SLUG's search checks the unquantised model only
+
+
+class TrainParams(Params):
+    """Gradient-based baselines: ga, graddiff, ft, salun."""
+
+    lr: float = Field(1e-4, gt=0)
+    max_steps: int = Field(100, ge=1)
+    eval_every: int = Field(5, ge=1)
+    forget_target: float = Field(0.05, ge=0, le=1)
+    retain_weight: float = Field(1.0, ge=0)
+    saliency: float = Field(0.5, gt=0, le=1, description="salun: share of weights kept by the saliency mask")
+
+
+class RetrainParams(Params):
+    steps: int = Field(1500, ge=1)
+    seed: int = 0

@@ -1,0 +1,224 @@
+"""Datasets as Parquet manifests: one row per image, with its labels, caption, split and sha256.
+
+Required columns: item_id, path, label, caption, split, sha256. A manifest may carry several
+label axes (the demo world has objects, styles, identities): each axis is a column named in
+the schema metadata `razor.axes`, with the prompt template of each axis in `razor.prompts`.
+Without them the manifest has one axis, `label`, prompted as "a photo of a {}". Paths are
+relative to the data root, `razor.root` (relative to the manifest's folder; default ".").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image, UnidentifiedImageError
+
+from razor.errors import DataError, LabelError
+from razor.io import atomic_path, sha256_file
+
+REQUIRED = ("item_id", "path", "label", "caption", "split", "sha256")
+SPLITS = ("train", "val", "test")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+IMPORT_TEMPLATES = ("a photo of a {}", "a picture of a {}", "an image of a {}", "{}")
+DEFAULT_PROMPT = "a photo of a {}"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated manifest: its rows, the folder its paths are relative to, its axes."""
+
+    table: pa.Table
+    root: Path
+    axes: tuple[str, ...]
+    prompts: dict[str, str]
+    path: Path | None = None  # the Parquet file it was read from
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    @cached_property
+    def rows(self) -> list[dict]:
+        return self.table.to_pylist()
+
+    def labels(self) -> dict[str, list[str]]:
+        """Sorted distinct labels per axis."""
+        return {a: sorted({r[a] for r in self.rows if r[a] is not None}) for a in self.axes}
+
+    def filter(self, predicate) -> Manifest:
+        keep = [i for i, r in enumerate(self.rows) if predicate(r)]
+        return Manifest(self.table.take(pa.array(keep, pa.int64())), self.root, self.axes, self.prompts, self.path)
+
+    def sample(self, k: int, seed: int) -> Manifest:
+        """k rows chosen reproducibly (all of them when k ≥ len)."""
+        if k >= len(self):
+            return self
+        keep = np.sort(np.random.default_rng(seed).permutation(len(self))[:k])
+        return Manifest(self.table.take(pa.array(keep, pa.int64())), self.root, self.axes, self.prompts, self.path)
+
+    def split(self, name: str) -> Manifest:
+        return self.filter(lambda r: r["split"] == name)
+
+    def carries(self, axis: str, label: str):
+        """Predicate: the row carries `label` on `axis`."""
+        return lambda r: r[axis] == label
+
+    def resolve(self, row: dict) -> Path:
+        """The file of a row, refused if it leaves the manifest's folder."""
+        path = (self.root / row["path"]).resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            raise DataError(
+                f"item {row['item_id']!r}: path {row['path']!r} leaves the data root {self.root}; "
+                "keep every image inside the manifest's folder"
+            )
+        return path
+
+    def resolve_concept(self, concept: str) -> tuple[str, str]:
+        """`label` or `axis:label` → (axis, label); unknown or ambiguous labels are refused."""
+        known = self.labels()
+        if ":" in concept:
+            axis, label = concept.split(":", 1)
+            if axis not in known:
+                raise LabelError(f"unknown axis {axis!r} in {concept!r}; axes are {', '.join(known)}")
+            if label not in known[axis]:
+                raise LabelError(
+                    f"label {label!r} is not in axis {axis!r}; its labels are {', '.join(known[axis])}"
+                )
+            return axis, label
+        hits = [a for a, labs in known.items() if concept in labs]
+        if not hits:
+            every = ", ".join(f"{a}: {' '.join(labs)}" for a, labs in known.items())
+            raise LabelError(f"unknown label {concept!r}; the model's labels are {every}")
+        if len(hits) > 1:
+            raise LabelError(f"label {concept!r} is ambiguous; write it as one of {', '.join(f'{a}:{concept}' for a in hits)}")
+        return hits[0], concept
+
+
+def _metadata(table: pa.Table) -> tuple[tuple[str, ...], dict[str, str]]:
+    meta = table.schema.metadata or {}
+    axes = tuple(json.loads(meta[b"razor.axes"])) if b"razor.axes" in meta else ("label",)
+    prompts = json.loads(meta[b"razor.prompts"]) if b"razor.prompts" in meta else {}
+    root = meta.get(b"razor.root", b".").decode()
+    return axes, {a: prompts.get(a, DEFAULT_PROMPT) for a in axes}, root
+
+
+def read_manifest(path: str | Path, verify: bool = True) -> Manifest:
+    """Read and validate a manifest; with `verify`, re-hash every file against its sha256."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"manifest {path} does not exist; create one with `razor data import FOLDER --out {path}`")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"manifest {path} is not a readable Parquet file ({e}); re-create it with `razor data import`") from e
+    missing = [c for c in REQUIRED if c not in table.column_names]
+    if missing:
+        raise DataError(f"manifest {path} lacks columns {', '.join(missing)}; it needs {', '.join(REQUIRED)}")
+    axes, prompts, root = _metadata(table)
+    absent = [a for a in axes if a not in table.column_names]
+    if absent:
+        raise DataError(f"manifest {path} names axes {', '.join(absent)} in its metadata but has no such columns")
+    if table.num_rows == 0:
+        raise DataError(f"manifest {path} is empty; it needs at least one image per label")
+    manifest = Manifest(table, (path.parent / root).resolve(), axes, prompts, path.resolve())
+    ids = table.column("item_id").to_pylist()
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise DataError(f"manifest {path} repeats item ids {dup}; give every row its own item_id")
+    bad_split = sorted(set(table.column("split").to_pylist()) - set(SPLITS))
+    if bad_split:
+        raise DataError(f"manifest {path} has unknown splits {bad_split}; use {', '.join(SPLITS)}")
+    if verify:
+        for row in manifest.rows:
+            file = manifest.resolve(row)
+            if not file.is_file():
+                raise DataError(f"item {row['item_id']!r}: file {file} is missing; restore it or re-import the folder")
+            digest = sha256_file(file)
+            if digest != row["sha256"]:
+                raise DataError(
+                    f"item {row['item_id']!r}: {file} has sha256 {digest[:12]}… but the manifest records "
+                    f"{row['sha256'][:12]}…; the file changed since import — restore it or re-import the folder"
+                )
+    return manifest
+
+
+def write_manifest(rows: list[dict], out: str | Path, axes=("label",), prompts=None, root: Path | None = None) -> Path:
+    """Write rows as a Parquet manifest atomically; `root` is the folder the paths are relative to."""
+    if not rows:
+        raise DataError("refusing to write an empty manifest; the folder holds no images")
+    out = Path(out).resolve()
+    table = pa.Table.from_pylist(rows)
+    meta = {
+        "razor.axes": json.dumps(list(axes)),
+        "razor.prompts": json.dumps(prompts or {a: DEFAULT_PROMPT for a in axes}),
+        "razor.root": os.path.relpath(Path(root or out.parent).resolve(), out.parent),
+    }
+    table = table.replace_schema_metadata(meta)
+    with atomic_path(out) as tmp:
+        pq.write_table(table, tmp)
+    return out
+
+
+def import_folder(folder: str | Path, out: str | Path, seed: int = 0, val: float = 0.15, test: float = 0.15) -> Path:
+    """Manifest of an image folder laid out FOLDER/<label>/<image>: hashes, seeded splits, captions."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder} is not a folder; lay images out as FOLDER/<label>/<image>.png")
+    rows = []
+    rng = random.Random(seed)
+    for label_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        files = sorted(p for p in label_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        order = list(range(len(files)))
+        rng.shuffle(order)
+        n_test, n_val = round(len(files) * test), round(len(files) * val)
+        for rank, i in enumerate(order):
+            f = files[i]
+            _check_image(f)
+            split = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+            label = label_dir.name
+            rows.append(dict(
+                item_id=f"{label}/{f.name}",
+                path=f.relative_to(folder).as_posix(),
+                label=label,
+                caption=rng.choice(IMPORT_TEMPLATES).format(label),
+                split=split,
+                sha256=sha256_file(f),
+            ))
+    if not rows:
+        raise DataError(f"{folder} holds no png/jpg images under <label>/ sub-folders")
+    rows.sort(key=lambda r: r["item_id"])
+    return write_manifest(rows, out, root=folder)
+
+
+def _check_image(path: Path) -> None:
+    try:
+        with Image.open(path) as im:
+            im.load()
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"{path} is not a readable image ({e}); remove or replace it") from e
+
+
+def load_images(manifest: Manifest, size: int, mean, std) -> "np.ndarray":
+    """Every image of the manifest, resized (shortest edge), centre-cropped and normalised: N×3×S×S."""
+    out = np.empty((len(manifest), 3, size, size), np.float32)
+    for i, row in enumerate(manifest.rows):
+        file = manifest.resolve(row)
+        try:
+            with Image.open(file) as im:
+                im = im.convert("RGB")
+                w, h = im.size
+                s = size / min(w, h)
+                im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
+                left, top = (im.width - size) // 2, (im.height - size) // 2
+                arr = np.asarray(im.crop((left, top, left + size, top + size)), np.float32) / 255.0
+        except (UnidentifiedImageError, OSError) as e:
+            raise DataError(f"item {row['item_id']!r}: {file} is not a readable image ({e}); remove or replace it") from e
+        out[i] = ((arr - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).transpose(2, 0, 1)
+    return out

@@ -1,0 +1,183 @@
+"""The RAZOR edit (METHOD.md §4–5): three-term direction, per-component step search, expansion."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import torch
+from tqdm import tqdm
+
+from razor.components import Component
+from razor.config import RazorParams, SearchParams
+from razor.delta import Delta
+from razor.probe import Measure, Probe
+from razor.scoring import ratio_scores, select
+
+
+@dataclass
+class EditResult:
+    """What a method returns: the delta, the per-round log and (for RAZOR/SLUG) the scores."""
+
+    delta: Delta
+    rounds: list[dict] = field(default_factory=list)
+    scores: list[dict] = field(default_factory=list)
+    timing: dict = field(default_factory=dict)  # seconds per phase, where a method reports them
+
+    @property
+    def components(self) -> list[str]:
+        return list(self.delta.meta.get("components", []))
+
+
+@contextlib.contextmanager
+def timed(timing: dict, phase: str):
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        timing[phase] += time.perf_counter() - t0
+
+
+def set_step(c: Component, params: dict, origin: dict, direction: dict, eta: float) -> None:
+    """In place: the component's slices = origin + η·direction (always from the same origin)."""
+    with torch.no_grad():
+        for s in c.slices:
+            s.index(params[s.param]).copy_(s.index(origin[s.param]) + eta * s.index(direction[s.param]))
+
+
+def step_search(probe: Probe, c: Component, params: dict, direction: dict, base: Measure,
+                p: SearchParams) -> tuple[float, Measure, list[dict]]:
+    """The step η for one component: the smallest that meets the forget target (also after
+    `robust_bits` quantisation) within the whole retain tolerance; otherwise the best forget
+    gain − κ·retain loss within this edit's share of what remains. Leaves the model edited
+    by the chosen η (0: unchanged). Retain is measured as agreement with θ0's predictions."""
+    origin = {n: params[n].detach().clone() for n in c.params}
+    start = probe.current
+    spent = max(0.0, base.retain - start.retain)
+    partial_budget = spent + (p.retain_tolerance - spent) * p.budget_share
+    w, d = c.flat(params).norm().item(), c.flat(direction).norm().item()
+    if d == 0 or not math.isfinite(d):
+        return 0.0, start, []
+    eta = w / d / 10
+    lo, hi, tried = None, None, []
+    for _ in range(p.probes):
+        set_step(c, params, origin, direction, eta)
+        m = probe.measure(c)
+        drop = base.retain - m.retain
+        met = m.fa <= p.forget_target
+        ok = drop <= (p.retain_tolerance if met else partial_budget) + 1e-9
+        if met and ok and p.robust_bits:
+            met = probe.measure_quantized(p.robust_bits).fa <= p.forget_target
+            ok = ok and (met or drop <= partial_budget + 1e-9)
+        tried.append(dict(eta=eta, met=met and ok, ok=ok, measure=m))
+        if met or not ok:
+            hi = eta if hi is None else min(hi, eta)
+        else:
+            lo = eta if lo is None else max(lo, eta)
+        if lo is not None and hi is not None and hi / lo < 1.1:
+            break  # bracketed to within 10%
+        eta = math.sqrt(lo * hi) if lo is not None and hi is not None else (eta / 2 if hi is not None else eta * 2)
+    wins = [t for t in tried if t["met"]]
+    if wins:
+        best = min(wins, key=lambda t: t["eta"])
+    else:
+        def gain(t):
+            m = t["measure"]
+            return (start.concept_p - m.concept_p) - p.kappa * (start.retain - m.retain)
+
+        partial = [t for t in tried if t["ok"] and t["measure"].concept_p < start.concept_p]
+        best = max(partial, key=gain, default=None)
+        if best is None or gain(best) <= 0:
+            set_step(c, params, origin, direction, 0.0)
+            return 0.0, start, tried
+    set_step(c, params, origin, direction, best["eta"])
+    return best["eta"], best["measure"], tried
+
+
+def direction(c_names: list[str], g_f: dict, g_r: dict, g_m: dict | None, p: RazorParams) -> dict:
+    """d = λ_f·ρ·g_f − g_r − λ_m·∇M, per parameter."""
+    out = {}
+    for n in c_names:
+        d = p.lambda_f * p.rho * g_f[n] - g_r[n]
+        if g_m is not None:
+            d = d - p.lambda_m * g_m[n]
+        out[n] = d
+    return out
+
+
+def razor_edit(task, p: RazorParams, progress: bool = True) -> EditResult:
+    """Score every component, edit the best few, and grow the edited set only while needed."""
+    adapter = task.adapter
+    params = adapter.parameters()
+    comps = {c.name: c for c in adapter.components(p.granularity) if c.tower in p.towers}
+    names = sorted({n for c in comps.values() for n in c.params})
+    base = {n: params[n].detach().clone() for n in names}
+    timing = defaultdict(float)
+    with timed(timing, "cache"):
+        frozen = task.frozen_similarities() if p.lambda_m > 0 and p.mode == "one_step" else None
+        probe = Probe(task)
+    m0 = probe.current
+
+    def gradients(first: bool):
+        with timed(timing, "gradients"):
+            g_f, g_r = task.forget_gradient(names), task.retain_gradient(names)
+            g_m = None if first or frozen is None else task.drift_gradient(names, frozen)  # ∇M(θ0) = 0
+        return g_f, g_r, g_m
+
+    g_f, g_r, g_m = gradients(first=True)
+    scores = ratio_scores(list(comps.values()), params, g_f, g_r, p.alpha, p.alignment, p.normalize)
+    initial = select(scores, p.select, p.k, p.tau)
+    first_scores = scores
+    edited: list[str] = []
+    rounds: list[dict] = []
+    bar = tqdm(total=p.max_rounds, desc="RAZOR rounds", disable=not progress, leave=False)
+    for r in range(p.max_rounds):
+        if r > 0 and p.mode == "one_step":
+            g_f, g_r, g_m = gradients(first=False)
+            scores = ratio_scores(list(comps.values()), params, g_f, g_r, p.alpha, p.alignment, p.normalize)
+        score_of = {s["component"]: s for s in scores}
+        d = direction(names, g_f, g_r, g_m, p)
+        if r == 0:
+            steps = [lambda c=comps[n]: (c, *step_search(probe, c, params, d, m0, p)) for n in initial]
+        else:
+            ranked = [s["component"] for s in sorted(scores, key=lambda s: -s["score"]) if s["component"] not in edited]
+            steps = [lambda: _best_candidate(probe, [comps[n] for n in ranked[: p.candidates]], params, d, m0, p)]
+        for run in steps:
+            if probe.current.fa <= p.forget_target:
+                break
+            with timed(timing, "step search"):
+                c, eta, _, tried = run()
+                if eta > 0:
+                    edited.append(c.name)
+                    probe.refresh()
+            s = score_of[c.name]
+            rounds.append(dict(round=r, component=c.name, score=s["score"], importance=s["importance"],
+                               cos=s["cos"], eta=eta, probes=len(tried), fa_val=probe.current.fa,
+                               concept_p_val=probe.current.concept_p, retain_val=probe.current.retain,
+                               accuracy_val=probe.current.accuracy, met=probe.current.fa <= p.forget_target))
+        bar.update(1)
+        bar.set_postfix(fa=f"{probe.current.fa:.2f}", retain=f"{probe.current.retain:.3f}")
+        if probe.current.fa <= p.forget_target or not steps:
+            break
+    bar.close()
+    delta = Delta.from_edit(base, params, [comps[n] for n in edited],
+                            meta=dict(method="razor", components=edited, base=adapter.source))
+    return EditResult(delta, rounds, first_scores, dict(timing))
+
+
+def _best_candidate(probe: Probe, candidates: list[Component], params: dict, d: dict, m0: Measure,
+                    p: SearchParams):
+    """(ours) Search each candidate's step; apply the one that leaves the best model."""
+    found = []
+    for c in candidates:
+        origin = {n: params[n].detach().clone() for n in c.params}
+        eta, m, tried = step_search(probe, c, params, d, m0, p)
+        set_step(c, params, origin, d, 0.0)
+        key = (m.fa <= p.forget_target, p.kappa * m.retain - m.concept_p) if eta > 0 else (False, -math.inf)
+        found.append((key, c, origin, eta, m, tried))
+    _, c, origin, eta, m, tried = max(found, key=lambda f: f[0])
+    set_step(c, params, origin, d, eta)
+    return c, eta, m, tried

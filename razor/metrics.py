@@ -1,0 +1,90 @@
+"""The CLIP protocol (METHOD.md §7): FA@1/FA@5, forget cosine, utility, stability, leakage,
+and FA@1 again after 8-bit and 4-bit weight quantisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+from razor.quantize import quantized
+from razor.zeroshot import accuracy, image_embeddings, label_embeddings, ranks
+
+KEYS = ("fa1", "fa5", "forget_cos", "utility", "stability", "leakage", "fa1_q8", "fa1_q4")
+
+
+@torch.no_grad()
+def predictions(task) -> dict:
+    """Zero-shot rankings of the held-out forget items (concept axis) and retain items (every axis)."""
+    a = task.adapter
+    labels = label_embeddings(a, task.labels, task.prompts)
+    forget = image_embeddings(a, task.forget_test.pixels)
+    retain = image_embeddings(a, task.retain_test.pixels)
+    return dict(
+        forget_top=ranks(forget, {task.axis: labels[task.axis]}, k=5)[task.axis],
+        forget_cos=(forget @ labels[task.axis][task.concept_id]).mean().item(),
+        retain_top=ranks(retain, labels, k=1),
+    )
+
+
+def evaluate(task, reference: dict | None = None, seed: int = 0) -> tuple[dict, dict]:
+    """Metrics of the model as it is now, and its predictions (the reference for stability)."""
+    cid = task.concept_id
+    pred = predictions(task)
+    top = pred["forget_top"]
+    acc = accuracy(pred["retain_top"], task.retain_test.label_ids)
+    out = dict(
+        fa1=(top[:, 0] == cid).float().mean().item(),
+        fa5=(top == cid).any(1).float().mean().item(),
+        forget_cos=pred["forget_cos"],
+        utility=float(np.mean(list(acc.values()))),
+        stability=stability(pred["retain_top"], (reference or pred)["retain_top"], task.retain_test.label_ids),
+        leakage=leakage(task, seed),
+    )
+    for bits in (8, 4):
+        with quantized(task.adapter.model, bits):
+            q = predictions(task)["forget_top"]
+        out[f"fa1_q{bits}"] = (q[:, 0] == cid).float().mean().item()
+    return out, pred
+
+
+def stability(top: dict, reference: dict, label_ids: dict) -> float:
+    """Share of retain (item, axis) top-1 predictions unchanged from the reference model."""
+    same = total = 0
+    for axis, t in top.items():
+        has = label_ids[axis] >= 0
+        same += (t[has, 0] == reference[axis][has, 0]).sum().item()
+        total += int(has.sum())
+    return same / max(total, 1)
+
+
+@torch.no_grad()
+def pair_features(task, pairs) -> np.ndarray:
+    """Per-pair loss features for membership inference: caption cosine, concept-axis loss, entropy."""
+    a = task.adapter
+    scale = a.model.logit_scale.exp()
+    labels = label_embeddings(a, task.labels, task.prompts)[task.axis]
+    img = image_embeddings(a, pairs.pixels)
+    txt = torch.cat([a.encode_texts(a.tokenize(b.captions)) for b in pairs.batches(512)])
+    logp = (scale * img @ labels.T).log_softmax(1)
+    true = logp[:, task.concept_id]
+    entropy = -(logp.exp() * logp).sum(1)
+    return torch.stack([(img * txt).sum(1), true, entropy, logp.max(1).values], 1).numpy()
+
+
+def leakage(task, seed: int = 0) -> float:
+    """Membership-inference leakage: 2·AUC − 1 (floored at 0) of a cross-validated logistic
+    regression separating forget items (trained on) from never-trained items of the concept."""
+    members = pair_features(task, task.forget)
+    outsiders = np.concatenate([pair_features(task, task.forget_val), pair_features(task, task.forget_test)])
+    n = min(len(members), len(outsiders))
+    if n < 10:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([members[rng.permutation(len(members))[:n]], outsiders[rng.permutation(len(outsiders))[:n]]])
+    y = np.r_[np.ones(n), np.zeros(n)]
+    cv = StratifiedKFold(5, shuffle=True, random_state=seed)
+    proba = cross_val_predict(LogisticRegression(max_iter=1000), x, y, cv=cv, method="predict_proba")[:, 1]
+    return max(0.0, 2 * roc_auc_score(y, proba) - 1)

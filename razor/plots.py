@@ -1,0 +1,64 @@
+"""Plots a person would rather look at than read: scores, expansion trace, before/after."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from razor.io import atomic_path  # noqa: E402
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def score_scatter(scores: list[dict], chosen: list[str], path: Path) -> None:
+    """Importance ‖g_f‖/‖θ‖ against alignment cos(g_f, g_r); edited components marked."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for tower, color in (("vision", "tab:blue"), ("text", "tab:orange")):
+        rows = [s for s in scores if s["tower"] == tower]
+        ax.scatter([s["cos"] for s in rows], [s["importance"] for s in rows], s=12, alpha=0.6, c=color, label=tower)
+    for s in scores:
+        if s["component"] in chosen:
+            ax.scatter(s["cos"], s["importance"], s=90, facecolors="none", edgecolors="red", linewidths=1.5)
+            ax.annotate(s["component"], (s["cos"], s["importance"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel("alignment cos(g_f, g_r)")
+    ax.set_ylabel("importance ‖g_f‖ / ‖θ‖")
+    ax.set_title("component scores (red: edited)")
+    ax.legend()
+    _save(fig, path)
+
+
+def expansion_trace(rounds: list[dict], path: Path) -> None:
+    """Forget-val FA@1 and retain-val accuracy after each edited component."""
+    if not rounds or "fa_val" not in rounds[0]:
+        return
+    x = list(range(1, len(rounds) + 1))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(x, [r["fa_val"] for r in rounds], "o-", c="tab:red", label="FA@1 (forget val)")
+    ax.plot(x, [r["retain_val"] for r in rounds], "s-", c="tab:green", label="accuracy (retain val)")
+    labels = [r.get("component", r.get("step", "")) for r in rounds]
+    ax.set_xticks(x, [str(v) for v in labels], rotation=30, fontsize=7, ha="right")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("expansion trace")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def before_after(report: dict, path: Path) -> None:
+    """Bars of every metric before and after the edit."""
+    keys = list(report["before"])
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    xs = range(len(keys))
+    ax.bar([x - 0.2 for x in xs], [report["before"][k] for k in keys], 0.4, label="before", color="tab:gray")
+    ax.bar([x + 0.2 for x in xs], [report["after"][k] for k in keys], 0.4, label="after", color="tab:purple")
+    ax.set_xticks(list(xs), keys, rotation=20, fontsize=8)
+    ax.set_title(f"{report['method']}: forget {report['forget']}")
+    ax.legend()
+    _save(fig, path)

@@ -1,0 +1,80 @@
+"""`razor.unlearn`: load a model and data, forget one concept with a named method, measure before/after."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from razor.adapters.clip import load_clip
+from razor.cost import measure
+from razor.data import read_manifest
+from razor.errors import DataError
+from razor.metrics import KEYS, evaluate
+from razor.methods import method_params, run_method
+from razor.task import Task
+
+
+def unlearn(forget: str, model: str = "demo", data: str | Path | None = None, method: str = "razor",
+            params: dict | None = None, out: str | Path | None = None, seed: int = 0,
+            retain_size: int = 512, progress: bool = True) -> dict:
+    """Forget `forget` (a label or axis:label) from `model`; return the before/after report.
+
+    With `out`, also write the delta, per-round log, scores, report and plots there (atomically).
+    """
+    torch.manual_seed(seed)
+    chosen = method_params(method, params)
+    adapter = load_clip(model)
+    if data is None:
+        if model != "demo":
+            raise DataError("--data MANIFEST is required for a model other than the demo; create one with `razor data import`")
+        from razor.demo.dataset import demo_manifest
+
+        data = demo_manifest()
+    task = Task.build(adapter, read_manifest(data), forget, retain_size=retain_size, seed=seed)
+    before, reference = evaluate(task, seed=seed)
+    with measure() as cost:
+        result = run_method(method, task, chosen, progress=progress)
+    after, _ = evaluate(task, reference=reference, seed=seed)
+    report = dict(
+        method=method, forget=f"{task.axis}:{task.label}", components=result.components,
+        seconds=round(cost.seconds, 3), peak_mb=round(cost.peak_mb, 1), delta_bytes=result.delta.nbytes,
+        before={k: before[k] for k in KEYS}, after={k: after[k] for k in KEYS},
+        timing={k: round(v, 3) for k, v in result.timing.items()},
+    )
+    if out is not None:
+        write_outputs(Path(out), report, result, dict(model=model, data=str(data), seed=seed,
+                                                      retain_size=retain_size, params=chosen.model_dump()))
+    return report
+
+
+def write_outputs(out: Path, report: dict, result, run: dict) -> Path:
+    """delta.safetensors, rounds.parquet, scores.parquet, report.json and plots, all or nothing."""
+    from razor.plots import before_after, expansion_trace, score_scatter
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        result.delta.meta.update(forget=report["forget"], seed=run["seed"])
+        result.delta.save(tmp / "delta.safetensors")
+        if result.rounds:
+            pq.write_table(pa.Table.from_pylist(result.rounds), tmp / "rounds.parquet")
+            expansion_trace(result.rounds, tmp / "expansion_trace.png")
+        if result.scores:
+            pq.write_table(pa.Table.from_pylist(result.scores), tmp / "scores.parquet")
+            score_scatter(result.scores, report["components"], tmp / "scores.png")
+        before_after(report, tmp / "before_after.png")
+        (tmp / "report.json").write_text(json.dumps(dict(report, run=run), indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out

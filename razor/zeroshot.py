@@ -1,0 +1,33 @@
+"""Zero-shot classification: each axis's label prompts against image embeddings."""
+
+from __future__ import annotations
+
+import torch
+
+
+@torch.no_grad()
+def label_embeddings(adapter, labels: dict[str, list[str]], prompts: dict[str, str]) -> dict[str, torch.Tensor]:
+    """Axis → L×D normalised text embeddings of that axis's label prompts."""
+    return {axis: adapter.encode_texts(adapter.tokenize([prompts[axis].format(lab) for lab in labs]))
+            for axis, labs in labels.items()}
+
+
+@torch.no_grad()
+def image_embeddings(adapter, pixels: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """N×D normalised image embeddings."""
+    return torch.cat([adapter.encode_images(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)])
+
+
+def ranks(images: torch.Tensor, labels: dict[str, torch.Tensor], k: int = 5) -> dict[str, torch.Tensor]:
+    """Axis → N×k label ids, best first."""
+    return {axis: (images @ emb.T).topk(min(k, len(emb)), dim=1).indices for axis, emb in labels.items()}
+
+
+def accuracy(top: dict[str, torch.Tensor], label_ids: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Axis → top-1 accuracy over the items that have a label on that axis."""
+    out = {}
+    for axis, pred in top.items():
+        has = label_ids[axis] >= 0
+        if has.any():
+            out[axis] = (pred[has, 0] == label_ids[axis][has]).float().mean().item()
+    return out

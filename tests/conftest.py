@@ -1,0 +1,34 @@
+"""Offline test setup: no hub, an empty hub cache, the demo world generated in a temp home."""
+
+import os
+import tempfile
+
+_home = tempfile.mkdtemp(prefix="razor-tests-")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_HOME"] = os.path.join(_home, "hf-empty")
+os.environ.setdefault("RAZOR_HOME", os.path.join(_home, "razor"))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import CLIPModel  # noqa: E402
+
+from razor.adapters.clip import ClipAdapter, demo_config  # noqa: E402
+from razor.demo import world  # noqa: E402
+from razor.demo.tokenizer import build_tokenizer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def demo_manifest():
+    from razor.demo.dataset import demo_manifest
+
+    return demo_manifest()
+
+
+@pytest.fixture
+def tiny_clip():
+    """A randomly initialised demo-architecture CLIP with the world's tokenizer."""
+    torch.manual_seed(0)
+    tok = build_tokenizer(world.vocabulary())
+    model = CLIPModel(demo_config(len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)).eval()
+    return ClipAdapter(model, tok, {"size": 32, "mean": (0.5,) * 3, "std": (0.5,) * 3}, "tiny")

@@ -1,0 +1,94 @@
+"""Manifests: import of an image folder, validation, and refusals that name the fix."""
+
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from razor.data import read_manifest, write_manifest
+from razor.demo import world
+from razor.errors import DataError, LabelError
+
+
+@pytest.fixture
+def folder(tmp_path):
+    root = tmp_path / "images"
+    for label, kind in (("star", ("star", "solid")), ("circle", ("circle", "solid"))):
+        (root / label).mkdir(parents=True)
+        for i in range(10):
+            img = world.sample(0, i, "shape", kind).image
+            img.save(root / label / f"{i}.{'jpg' if i == 0 else 'png'}")
+    return root
+
+
+def import_(folder, out, seed=0):
+    from razor.data import import_folder
+
+    return import_folder(folder, out, seed=seed)
+
+
+def test_import_hashes_every_file_and_assigns_seeded_splits(folder, tmp_path):
+    path = import_(folder, tmp_path / "m" / "manifest.parquet")
+    m = read_manifest(path)
+    assert len(m) == 20 and m.labels() == {"label": ["circle", "star"]}
+    assert {r["split"] for r in m.rows} == {"train", "val", "test"}
+    assert all(len(r["sha256"]) == 64 and r["label"] in r["caption"] for r in m.rows)
+    again = read_manifest(import_(folder, tmp_path / "again.parquet"))
+    assert [r["split"] for r in again.rows] == [r["split"] for r in m.rows]
+    other = read_manifest(import_(folder, tmp_path / "other.parquet", seed=1))
+    assert [r["split"] for r in other.rows] != [r["split"] for r in m.rows]
+
+
+def test_a_changed_file_is_named_with_the_fix(folder, tmp_path):
+    path = import_(folder, tmp_path / "manifest.parquet")
+    victim = folder / "star" / "3.png"
+    victim.write_bytes(victim.read_bytes() + b"x")
+    with pytest.raises(DataError, match=r"star/3.png.*changed since import"):
+        read_manifest(path)
+
+
+def test_corrupt_image_is_refused_at_import(folder, tmp_path):
+    (folder / "star" / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(DataError, match="broken.png is not a readable image"):
+        import_(folder, tmp_path / "manifest.parquet")
+    assert not (tmp_path / "manifest.parquet").exists()
+
+
+def test_empty_folder_and_empty_manifest_are_refused(tmp_path):
+    (tmp_path / "empty" / "star").mkdir(parents=True)
+    with pytest.raises(DataError, match="holds no png/jpg"):
+        import_(tmp_path / "empty", tmp_path / "m.parquet")
+    with pytest.raises(DataError, match="empty manifest"):
+        write_manifest([], tmp_path / "m.parquet")
+
+
+def test_paths_that_leave_the_data_root_are_refused(folder, tmp_path):
+    path = import_(folder, tmp_path / "manifest.parquet")
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    rows[0]["path"] = "../../etc/passwd"
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(table.from_pylist(rows, schema=table.schema), bad)
+    with pytest.raises(DataError, match="leaves the data root"):
+        read_manifest(bad)
+
+
+def test_duplicate_ids_and_missing_columns_are_refused(folder, tmp_path):
+    table = pq.read_table(import_(folder, tmp_path / "manifest.parquet"))
+    rows = table.to_pylist()
+    rows[1]["item_id"] = rows[0]["item_id"]
+    pq.write_table(table.from_pylist(rows, schema=table.schema), tmp_path / "dup.parquet")
+    with pytest.raises(DataError, match="repeats item ids"):
+        read_manifest(tmp_path / "dup.parquet")
+    pq.write_table(table.drop(["sha256"]), tmp_path / "nohash.parquet")
+    with pytest.raises(DataError, match="lacks columns sha256"):
+        read_manifest(tmp_path / "nohash.parquet")
+
+
+def test_concepts_resolve_by_label_or_axis_label(demo_manifest):
+    m = read_manifest(demo_manifest, verify=False)
+    assert m.resolve_concept("star") == ("objects", "star")
+    assert m.resolve_concept("identities:juno") == ("identities", "juno")
+    with pytest.raises(LabelError, match="unknown label 'unicorn'.*objects: arrow"):
+        m.resolve_concept("unicorn")
+    with pytest.raises(LabelError, match="not in axis 'styles'"):
+        m.resolve_concept("styles:star")

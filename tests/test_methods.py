@@ -1,0 +1,51 @@
+"""Every method runs through the same interface and honours the JSON contract."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from razor import Delta, unlearn
+from razor.cli import main
+
+KEYS = {"fa1", "fa5", "forget_cos", "utility", "stability", "leakage", "fa1_q8", "fa1_q4"}
+
+
+@pytest.mark.parametrize("method, params", [
+    ("slug", {}),
+    ("ga", {"max_steps": 4, "eval_every": 2}),
+    ("graddiff", {"max_steps": 4, "eval_every": 2}),
+    ("ft", {"max_steps": 2, "eval_every": 2}),
+    ("salun", {"max_steps": 4, "eval_every": 2}),
+    ("retrain", {"steps": 15}),
+])
+def test_each_baseline_edits_through_the_common_interface(method, params, demo_manifest):
+    r = unlearn("moon", data=demo_manifest, method=method, params=params, progress=False)
+    assert r["method"] == method and r["forget"] == "objects:moon"
+    assert set(r["before"]) == set(r["after"]) == KEYS
+    assert all(0.0 <= r["after"][k] <= 1.0 for k in KEYS - {"forget_cos"})
+    assert r["delta_bytes"] > 0 and r["components"] and r["seconds"] > 0
+    if method == "slug":
+        assert len(r["components"]) == 1  # a single layer
+
+
+def test_cli_json_contract_and_outputs(demo_manifest, tmp_path):
+    out = tmp_path / "run"
+    res = CliRunner().invoke(main, ["unlearn", "--forget", "objects:heart", "--method", "graddiff",
+                                    "--param", "max_steps=2", "--param", "eval_every=1",
+                                    "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert {"method", "forget", "components", "seconds", "peak_mb", "delta_bytes", "before", "after"} <= set(report)
+    assert set(report["after"]) == KEYS
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["after"] == report["after"] and saved["run"]["params"]["max_steps"] == 2
+    delta = Delta.load(out / "delta.safetensors")
+    assert delta.nbytes == report["delta_bytes"] and delta.meta["forget"] == "objects:heart"
+    assert (out / "before_after.png").stat().st_size > 0
+
+
+def test_demo_info_lists_labels_per_axis():
+    res = CliRunner().invoke(main, ["demo", "info", "--json"])
+    labels = json.loads(res.stdout)
+    assert "star" in labels["objects"] and "dotted" in labels["styles"] and "hana" in labels["identities"]
