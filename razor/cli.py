@@ -137,3 +137,28 @@ def import_(folder, out, seed):
     m = read_manifest(path, verify=False)
     counts = {s: len(m.split(s)) for s in ("train", "val", "test")}
     click.echo(f"{len(m)} images, {len(m.labels()['label'])} labels {counts} → {path}")
+
+
+@main.group()
+def request():
+    """Unlearning requests (YAML)."""
+
+
+@request.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--data-root", default="data", show_default=True, type=click.Path(file_okay=False))
+@friendly
+def check(file, data_root):
+    """Validate a request file and the data it names; print it normalised."""
+    from pathlib import Path
+
+    from razor.request import load_request
+
+    req = load_request(file)
+    for which in ("forget_data", "retain_data"):
+        req.data_path(which, Path(data_root))
+    click.echo(json.dumps(req.model_dump()))
+
+
+if __name__ == "__main__":
+    main()

@@ -47,9 +47,9 @@ class SlugParams(SearchParams):
 class TrainParams(Params):
     """Gradient-based baselines: ga, graddiff, ft, salun."""
 
-    lr: float = Field(1e-4, gt=0)
-    max_steps: int = Field(100, ge=1)
-    eval_every: int = Field(5, ge=1)
+    lr: float = Field(3e-5, gt=0)
+    max_steps: int = Field(60, ge=1)
+    eval_every: int = Field(3, ge=1)
     forget_target: float = Field(0.05, ge=0, le=1)
     retain_weight: float = Field(1.0, ge=0)
     saliency: float = Field(0.5, gt=0, le=1, description="salun: share of weights kept by the saliency mask")

@@ -14,7 +14,7 @@ import torch
 @dataclass
 class Cost:
     seconds: float = 0.0
-    peak_mb: float = 0.0  # peak rise of resident memory over the start (CUDA: peak allocated)
+    peak_mb: float = 0.0  # peak resident memory of the process during the block (CUDA: peak allocated)
 
 
 @contextlib.contextmanager
@@ -22,7 +22,7 @@ def measure(interval: float = 0.005):
     """Yield a Cost filled in when the block ends; RSS is sampled on a background thread."""
     cost = Cost()
     proc = psutil.Process()
-    start_rss = peak = proc.memory_info().rss
+    peak = proc.memory_info().rss
     stop = threading.Event()
 
     def sample():
@@ -44,4 +44,4 @@ def measure(interval: float = 0.005):
         stop.set()
         thread.join()
         peak = max(peak, proc.memory_info().rss)
-        cost.peak_mb = (torch.cuda.max_memory_allocated() if cuda else peak - start_rss) / 2**20
+        cost.peak_mb = (torch.cuda.max_memory_allocated() if cuda else peak) / 2**20

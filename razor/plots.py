@@ -42,7 +42,9 @@ def expansion_trace(rounds: list[dict], path: Path) -> None:
     x = list(range(1, len(rounds) + 1))
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(x, [r["fa_val"] for r in rounds], "o-", c="tab:red", label="FA@1 (forget val)")
-    ax.plot(x, [r["retain_val"] for r in rounds], "s-", c="tab:green", label="accuracy (retain val)")
+    ax.plot(x, [r["retain_val"] for r in rounds], "s-", c="tab:green", label="predictions kept (retain val)")
+    if "accuracy_val" in rounds[0]:
+        ax.plot(x, [r["accuracy_val"] for r in rounds], "^--", c="tab:olive", label="accuracy (retain val)")
     labels = [r.get("component", r.get("step", "")) for r in rounds]
     ax.set_xticks(x, [str(v) for v in labels], rotation=30, fontsize=7, ha="right")
     ax.set_ylim(-0.02, 1.02)

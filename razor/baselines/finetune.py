@@ -15,10 +15,9 @@ from razor.probe import Probe
 from razor.task import requires_grad_only
 
 
-def forget_pairs_loss(task, batch) -> torch.Tensor:
-    """The training loss (symmetric InfoNCE) on a batch of forget pairs."""
-    a = task.adapter
-    return a.retain_loss(batch.pixels, a.tokenize(batch.captions), batch.positives())
+def forget_term(task, batch) -> torch.Tensor:
+    """F on a batch of forget images: the family's forget objective (bounded, unlike InfoNCE ascent)."""
+    return task.adapter.forget_objective(batch.pixels, task.adapter.tokenize([task.concept_prompt]))
 
 
 def finetune(task, p: TrainParams, loss_fn, method: str, mask: dict | None = None, progress: bool = True) -> EditResult:

@@ -40,7 +40,7 @@ def retrain_edit(task, p: RetrainParams, progress: bool = True) -> EditResult:
     with torch.no_grad():
         for n, q in params.items():
             q.copy_(state[n])
-    meta = dict(method="retrain", base=adapter.source, oracle=str(out), record=json.loads((out / "training.json").read_text()))
-    delta = Delta.from_diff(base, params, meta=meta)
+    record = json.loads((out / "training.json").read_text())
+    delta = Delta.from_diff(base, params, meta=dict(method="retrain", base=adapter.source, oracle=str(out), record=record))
     delta.meta["components"] = delta.params
-    return EditResult(delta)
+    return EditResult(delta, timing={"training (recorded)": record["seconds"]})

@@ -1,6 +1,6 @@
 """SalUn (Fan et al., ICLR 2024): a weight-saliency mask from the forget gradient, then random
-relabelling of the forget images (paired with retain captions) plus the retain loss, updating
-only the salient weights."""
+relabelling of the forget images (each paired with the prompt of a random other label of the
+concept's axis) plus the retain loss, updating only the salient weights."""
 
 from __future__ import annotations
 
@@ -28,9 +28,11 @@ def salun_edit(task, p: TrainParams, progress: bool = True):
     a = task.adapter
     gen = torch.Generator().manual_seed(1)
 
+    others = [lab for lab in task.labels[task.axis] if lab != task.label]
+
     def loss(forget, retain):
-        pick = torch.randint(len(task.retain), (len(forget),), generator=gen)
-        relabelled = [task.retain.captions[i] for i in pick.tolist()]
+        pick = torch.randint(len(others), (len(forget),), generator=gen)
+        relabelled = [task.prompts[task.axis].format(others[i]) for i in pick.tolist()]
         wrong = a.retain_loss(forget.pixels, a.tokenize(relabelled), torch.eye(len(forget), dtype=torch.bool))
         keep = a.retain_loss(retain.pixels, a.tokenize(retain.captions), retain.positives())
         return wrong + p.retain_weight * keep

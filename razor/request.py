@@ -1,0 +1,99 @@
+"""Unlearning requests: a YAML file validated once against a typed schema.
+
+    id: demo-object-star
+    model: demo                  # demo, a folder under the data root, or a hub id
+    concept: {kind: object, label: star}
+    forget_data: null            # manifest under the data root; null: the demo world
+    retain_data: null            # manifest under the data root; null: the forget manifest
+    method: razor
+    params: {}                   # overrides of the method's defaults
+    seed: 0
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from razor.errors import RazorError
+
+MAX_BYTES = 64 * 1024
+KIND_AXES = {"identity": "identities", "style": "styles", "object": "objects"}
+
+
+class RequestError(RazorError):
+    """A request file that cannot be accepted as it is."""
+
+
+class Concept(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["identity", "style", "object"]
+    label: str = Field(min_length=1, max_length=200)
+
+    @property
+    def axis(self) -> str:
+        return KIND_AXES[self.kind]
+
+
+class Request(BaseModel):
+    """One "forget this" request."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
+    model: str = Field("demo", min_length=1)
+    concept: Concept
+    forget_data: str | None = None
+    retain_data: str | None = None
+    method: Literal["razor", "slug", "ga", "graddiff", "ft", "salun", "retrain"] = "razor"
+    params: dict = Field(default_factory=dict)
+    seed: int = Field(0, ge=0)
+
+    @field_validator("forget_data", "retain_data")
+    @classmethod
+    def _relative(cls, v: str | None) -> str | None:
+        if v is not None and (Path(v).is_absolute() or ".." in Path(v).parts):
+            raise ValueError(f"{v!r} must be a path relative to the data root, without '..'")
+        return v
+
+    def data_path(self, which: str, data_root: Path) -> Path | None:
+        """The request's manifest resolved under the data root; refused if it leaves it."""
+        rel = getattr(self, which)
+        if rel is None:
+            return None
+        root = data_root.resolve()
+        path = (root / rel).resolve()  # symlinks followed
+        if not path.is_relative_to(root):
+            raise RequestError(f"{which} {rel!r} resolves to {path}, outside the data root {root}; keep data inside it")
+        if not path.is_file():
+            raise RequestError(f"{which} {rel!r} does not exist under the data root {root}; import it with `razor data import`")
+        return path
+
+
+def load_request(path: str | Path) -> Request:
+    """Read and validate a request file (YAML, safe_load, at most 64 KiB)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RequestError(f"request file {path} does not exist")
+    if path.stat().st_size > MAX_BYTES:
+        raise RequestError(f"request file {path} is {path.stat().st_size} bytes; requests are at most {MAX_BYTES} bytes")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise RequestError(f"request file {path} is not valid YAML ({str(e).splitlines()[0]}); fix its syntax") from e
+    if not isinstance(raw, dict):
+        raise RequestError(f"request file {path} must hold a mapping (id, model, concept, …), not {type(raw).__name__}")
+    try:
+        return Request(**raw)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'request'}: {_msg(err)}" for err in e.errors())
+        raise RequestError(f"request file {path} is invalid: {problems}") from e
+
+
+def _msg(err: dict) -> str:
+    if err["type"] == "extra_forbidden":
+        return "unknown field (allowed: id, model, concept, forget_data, retain_data, method, params, seed)"
+    return re.sub(r"\s+", " ", err["msg"])
