@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,6 +13,7 @@ from razor.adapters.clip import load_clip
 from razor.cost import measure
 from razor.data import read_manifest
 from razor.errors import DataError
+from razor.io import atomic_dir
 from razor.metrics import KEYS, evaluate
 from razor.methods import method_params, run_method
 from razor.task import Task
@@ -58,9 +56,7 @@ def write_outputs(out: Path, report: dict, result, run: dict) -> Path:
     """delta.safetensors, rounds.parquet, scores.parquet, report.json and plots, all or nothing."""
     from razor.plots import before_after, expansion_trace, score_scatter
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         result.delta.meta.update(forget=report["forget"], seed=run["seed"])
         result.delta.save(tmp / "delta.safetensors")
         if result.rounds:
@@ -71,10 +67,4 @@ def write_outputs(out: Path, report: dict, result, run: dict) -> Path:
             score_scatter(result.scores, report["components"], tmp / "scores.png")
         before_after(report, tmp / "before_after.png")
         (tmp / "report.json").write_text(json.dumps(dict(report, run=run), indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out

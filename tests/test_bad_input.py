@@ -1,12 +1,9 @@
 """Bad input gives one clear error naming the problem and the fix, and writes nothing."""
 
-import json
 
-import pyarrow.parquet as pq
 import pytest
 import torch
 from click.testing import CliRunner
-from safetensors.torch import save_file
 from transformers import CLIPModel
 
 from razor.adapters.clip import DEMO_MODEL, demo_config, load_clip

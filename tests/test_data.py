@@ -2,7 +2,6 @@
 
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 
 from razor.data import read_manifest, write_manifest
 from razor.demo import world

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from tqdm import tqdm
 
 from razor.data import write_manifest
+from razor.io import atomic_dir
 from razor.demo import world
 
 SIZES = {"train": (120, 600), "val": (8, 50), "test": (8, 50)}  # (shapes per object×style, faces per identity)
@@ -23,9 +22,7 @@ def cache_dir() -> Path:
 def build(out: str | Path, seed: int = 0, sizes: dict = SIZES) -> Path:
     """Generate every split into `out` (atomically: the folder appears complete or not at all)."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         rows = []
         todo = [(split, *item) for split, (s, f) in sizes.items() for item in world.plan(split, seed, s, f)]
         for split, index, kind, label in tqdm(todo, desc="demo world", unit="img", leave=False):
@@ -40,12 +37,6 @@ def build(out: str | Path, seed: int = 0, sizes: dict = SIZES) -> Path:
                 objects=smp.object, styles=smp.style, identities=smp.identity,
             ))
         write_manifest(rows, tmp / "manifest.parquet", axes=world.AXES, prompts=world.LABEL_PROMPTS)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out / "manifest.parquet"
 
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -17,7 +14,7 @@ from transformers import CLIPModel
 from razor.adapters.clip import ClipAdapter, contrastive_loss, demo_config
 from razor.data import Manifest, read_manifest
 from razor.demo.tokenizer import build_tokenizer
-from razor.io import sha256_file
+from razor.io import atomic_dir, sha256_file
 from razor.pairs import Pairs
 from razor.zeroshot import accuracy, image_embeddings, label_embeddings, ranks
 
@@ -112,9 +109,7 @@ def augment(pixels: torch.Tensor, gen: torch.Generator, shift: int = 2) -> torch
 def save(adapter: ClipAdapter, out: str | Path, record: dict) -> Path:
     """Write model (safetensors), config, tokenizer, preprocessing and the training record."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         adapter.model.save_pretrained(tmp, safe_serialization=True)
         adapter.tokenizer.save_pretrained(tmp)
         pre = {"image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": adapter.preprocess["size"]},
@@ -123,10 +118,4 @@ def save(adapter: ClipAdapter, out: str | Path, record: dict) -> Path:
                "image_mean": list(adapter.preprocess["mean"]), "image_std": list(adapter.preprocess["std"])}
         (tmp / "preprocessor_config.json").write_text(json.dumps(pre, indent=2))
         (tmp / "training.json").write_text(json.dumps(record, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out
