@@ -106,7 +106,7 @@ def info(as_json):
 @click.option("--data", type=click.Path(dir_okay=False), help="Parquet manifest (default: the demo world)")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 @click.option("--exclude", help="leave this concept (label or axis:label) out: the retrain oracle")
-@click.option("--steps", default=1500, show_default=True)
+@click.option("--steps", default=1500, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True)
 @friendly
 def train(data, out, exclude, steps, seed):

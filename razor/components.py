@@ -46,12 +46,6 @@ class Component:
         """The concatenation of this component's slices of `tensors` (weights or gradients)."""
         return torch.cat([s.index(tensors[s.param]).reshape(-1) for s in self.slices])
 
-    def add_(self, tensors: dict[str, torch.Tensor], direction: dict[str, torch.Tensor], step: float) -> None:
-        """In place: each slice of `tensors` += step · the same slice of `direction`."""
-        with torch.no_grad():
-            for s in self.slices:
-                s.index(tensors[s.param]).add_(s.index(direction[s.param]), alpha=step)
-
 
 @dataclass(frozen=True)
 class Tower:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Params(BaseModel):
@@ -24,7 +24,7 @@ class SearchParams(Params):
 
 class RazorParams(SearchParams):
     granularity: Literal["layer", "head", "both"] = "both"
-    towers: tuple[Literal["vision", "text"], ...] = ("vision", "text")
+    towers: tuple[Literal["vision", "text"], ...] = Field(("vision", "text"), min_length=1)
     alpha: float = Field(1.0, ge=0, le=1)
     alignment: Literal["signed", "abs"] = "signed"
     normalize: Literal["none", "tower"] = "none"
@@ -38,9 +38,15 @@ class RazorParams(SearchParams):
     max_rounds: int = Field(6, ge=1, le=6)
     candidates: int = Field(4, ge=1, description="(ours) top candidates evaluated per expansion round")
 
+    @model_validator(mode="after")
+    def _tau_for_threshold(self):
+        if self.select == "threshold" and self.tau is None:
+            raise ValueError("select: threshold needs tau (the score cut-off), e.g. --param tau=0.02")
+        return self
+
 
 class SlugParams(SearchParams):
-    towers: tuple[Literal["vision", "text"], ...] = ("vision", "text")
+    towers: tuple[Literal["vision", "text"], ...] = Field(("vision", "text"), min_length=1)
     robust_bits: int | None = None  # SLUG's search checks the unquantised model only
 
 

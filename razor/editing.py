@@ -42,10 +42,12 @@ def timed(timing: dict, phase: str):
 
 
 def set_step(c: Component, params: dict, origin: dict, direction: dict, eta: float) -> None:
-    """In place: the component's slices = origin + η·direction (always from the same origin)."""
+    """In place: the component's slices = origin + η·direction (always from the same origin;
+    η = 0 restores the origin bit for bit)."""
     with torch.no_grad():
         for s in c.slices:
-            s.index(params[s.param]).copy_(s.index(origin[s.param]) + eta * s.index(direction[s.param]))
+            value = s.index(origin[s.param])
+            s.index(params[s.param]).copy_(value if eta == 0 else value + eta * s.index(direction[s.param]))
 
 
 def step_search(probe: Probe, c: Component, params: dict, direction: dict, base: Measure,
@@ -144,9 +146,11 @@ def razor_edit(task, p: RazorParams, progress: bool = True) -> EditResult:
             steps = [lambda c=comps[n]: (c, *step_search(probe, c, params, d, m0, p)) for n in initial]
         else:
             ranked = [s["component"] for s in sorted(scores, key=lambda s: -s["score"]) if s["component"] not in edited]
+            if not ranked:
+                break
             steps = [lambda: _best_candidate(probe, [comps[n] for n in ranked[: p.candidates]], params, d, m0, p)]
         for run in steps:
-            if probe.current.fa <= p.forget_target:
+            if probe.met(p):
                 break
             with timed(timing, "step search"):
                 c, eta, _, tried = run()
@@ -157,10 +161,10 @@ def razor_edit(task, p: RazorParams, progress: bool = True) -> EditResult:
             rounds.append(dict(round=r, component=c.name, score=s["score"], importance=s["importance"],
                                cos=s["cos"], eta=eta, probes=len(tried), fa_val=probe.current.fa,
                                concept_p_val=probe.current.concept_p, retain_val=probe.current.retain,
-                               accuracy_val=probe.current.accuracy, met=probe.current.fa <= p.forget_target))
+                               accuracy_val=probe.current.accuracy, met=probe.met(p)))
         bar.update(1)
         bar.set_postfix(fa=f"{probe.current.fa:.2f}", retain=f"{probe.current.retain:.3f}")
-        if probe.current.fa <= p.forget_target or not steps:
+        if probe.met(p):
             break
     bar.close()
     delta = Delta.from_edit(base, params, [comps[n] for n in edited],
@@ -175,8 +179,9 @@ def _best_candidate(probe: Probe, candidates: list[Component], params: dict, d: 
     for c in candidates:
         origin = {n: params[n].detach().clone() for n in c.params}
         eta, m, tried = step_search(probe, c, params, d, m0, p)
+        met = any(t["met"] and t["eta"] == eta for t in tried)
         set_step(c, params, origin, d, 0.0)
-        key = (m.fa <= p.forget_target, p.kappa * m.retain - m.concept_p) if eta > 0 else (False, -math.inf)
+        key = (met, p.kappa * m.retain - m.concept_p) if eta > 0 else (False, -math.inf)
         found.append((key, c, origin, eta, m, tried))
     _, c, origin, eta, m, tried = max(found, key=lambda f: f[0])
     set_step(c, params, origin, d, eta)

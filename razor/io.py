@@ -9,6 +9,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from razor.errors import RazorError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
@@ -25,20 +27,31 @@ def atomic_path(path: str | os.PathLike):
             os.unlink(tmp)
 
 
-@contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike):
-    """Yield a temporary folder beside `path`; it replaces `path` only if the block succeeds."""
+def check_replaceable(path: str | os.PathLike, marker: str) -> Path:
+    """Refuse an output folder that exists but was not written by razor (it lacks `marker`)."""
     path = Path(path)
+    if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (path / marker).exists())):
+        raise RazorError(f"{path} exists and was not written by razor (no {marker}); choose a new output folder")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, marker: str):
+    """Yield a temporary folder beside `path`; it replaces `path` only if the block succeeds.
+    An existing `path` is replaced only if razor wrote it (it holds `marker`)."""
+    path = check_replaceable(path, marker)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    old = path.parent / f".{path.name}.old"
     try:
         yield tmp
         if path.exists():
-            shutil.rmtree(path)
+            os.replace(path, old)
         os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        for leftover in (tmp, old):
+            if leftover.exists():
+                shutil.rmtree(leftover)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

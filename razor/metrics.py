@@ -1,5 +1,5 @@
 """The CLIP protocol (METHOD.md §7): FA@1/FA@5, forget cosine, utility, stability, leakage,
-and FA@1 again after 8-bit and 4-bit weight quantisation."""
+and all of them again after 8-bit and 4-bit weight quantisation."""
 
 from __future__ import annotations
 
@@ -30,7 +30,19 @@ def predictions(task) -> dict:
 
 
 def evaluate(task, reference: dict | None = None, seed: int = 0) -> tuple[dict, dict]:
-    """Metrics of the model as it is now, and its predictions (the reference for stability)."""
+    """Metrics of the model as it is now (with fa1_q8 / fa1_q4), its predictions (the reference
+    for stability), and under "quantized" the whole metric set again after 8- and 4-bit."""
+    out, pred = _metrics(task, reference, seed)
+    out["quantized"] = {}
+    for bits in (8, 4):
+        with quantized(task.adapter.model, bits):
+            q, _ = _metrics(task, reference or pred, seed)
+        out[f"fa1_q{bits}"] = q["fa1"]
+        out["quantized"][str(bits)] = q
+    return out, pred
+
+
+def _metrics(task, reference: dict | None, seed: int) -> tuple[dict, dict]:
     cid = task.concept_id
     pred = predictions(task)
     top = pred["forget_top"]
@@ -42,11 +54,8 @@ def evaluate(task, reference: dict | None = None, seed: int = 0) -> tuple[dict, 
         utility=float(np.mean(list(acc.values()))),
         stability=stability(pred["retain_top"], (reference or pred)["retain_top"], task.retain_test.label_ids),
         leakage=leakage(task, seed),
+        utility_per_axis=acc,
     )
-    for bits in (8, 4):
-        with quantized(task.adapter.model, bits):
-            q = predictions(task)["forget_top"]
-        out[f"fa1_q{bits}"] = (q[:, 0] == cid).float().mean().item()
     return out, pred
 
 

@@ -41,7 +41,16 @@ class Probe:
         self.hidden = [torch.cat(h) for h in zip(*(a.vision_inputs(b) for b in self.pixels.split(256)))]
         self.images = self._images_from(0)
         self.current = self.measure()
+        self._quantized_fa = {}
         return self.current
+
+    def met(self, p) -> bool:
+        """Whether the current model meets the forget target, after `p.robust_bits` quantisation too."""
+        if self.current.fa > p.forget_target:
+            return False
+        if p.robust_bits and p.robust_bits not in self._quantized_fa:
+            self._quantized_fa[p.robust_bits] = self.measure_quantized(p.robust_bits).fa
+        return not p.robust_bits or self._quantized_fa[p.robust_bits] <= p.forget_target
 
     def _images_from(self, layer: int) -> torch.Tensor:
         a = self.task.adapter

@@ -6,12 +6,11 @@ import torch
 
 from razor.components import Component
 
-ALIGNMENTS = ("signed", "abs")
 SELECTIONS = ("topk", "threshold", "pareto")
 
 
 def ratio_scores(components: list[Component], weights: dict, g_f: dict, g_r: dict, alpha: float,
-                 alignment: str = "signed", normalize: str = "tower", eps: float = 1e-8) -> list[dict]:
+                 alignment: str = "signed", normalize: str = "none", eps: float = 1e-8) -> list[dict]:
     """φ(c) = ‖g_f‖/(‖θ_c‖+ε) · (1 − cos(g_f, g_r))^α per component, as table rows.
 
     alignment "abs" uses |cos| (SLUG). normalize "tower" (ours) divides importance by its
@@ -48,7 +47,7 @@ def pareto_front(rows: list[dict]) -> list[dict]:
     return sorted(front, key=lambda r: -r["importance"])
 
 
-def select(rows: list[dict], how: str = "topk", k: int = 2, tau: float | None = None) -> list[str]:
+def select(rows: list[dict], how: str = "topk", k: int = 1, tau: float | None = None) -> list[str]:
     """The initial edit set K: top k by φ, all with φ ≥ τ, or the Pareto front."""
     if how not in SELECTIONS:
         raise ValueError(f"select {how!r} is not one of {', '.join(SELECTIONS)}")

@@ -13,7 +13,7 @@ from razor.adapters.clip import load_clip
 from razor.cost import measure
 from razor.data import read_manifest
 from razor.errors import DataError
-from razor.io import atomic_dir
+from razor.io import atomic_dir, check_replaceable
 from razor.metrics import KEYS, evaluate
 from razor.methods import method_params, run_method
 from razor.task import Task
@@ -28,6 +28,8 @@ def unlearn(forget: str, model: str = "demo", data: str | Path | None = None, me
     """
     torch.manual_seed(seed)
     chosen = method_params(method, params)
+    if out is not None:
+        check_replaceable(out, "report.json")
     adapter = load_clip(model)
     if data is None:
         if model != "demo":
@@ -44,6 +46,8 @@ def unlearn(forget: str, model: str = "demo", data: str | Path | None = None, me
         method=method, forget=f"{task.axis}:{task.label}", components=result.components,
         seconds=round(cost.seconds, 3), peak_mb=round(cost.peak_mb, 1), delta_bytes=result.delta.nbytes,
         before={k: before[k] for k in KEYS}, after={k: after[k] for k in KEYS},
+        utility_per_axis=dict(before=before["utility_per_axis"], after=after["utility_per_axis"]),
+        quantized=dict(before=before["quantized"], after=after["quantized"]),
         timing={k: round(v, 3) for k, v in result.timing.items()},
     )
     if out is not None:
@@ -56,7 +60,7 @@ def write_outputs(out: Path, report: dict, result, run: dict) -> Path:
     """delta.safetensors, rounds.parquet, scores.parquet, report.json and plots, all or nothing."""
     from razor.plots import before_after, expansion_trace, score_scatter
 
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "report.json") as tmp:
         result.delta.meta.update(forget=report["forget"], seed=run["seed"])
         result.delta.save(tmp / "delta.safetensors")
         if result.rounds:

@@ -107,3 +107,16 @@ def test_invalid_method_parameters(tmp_path):
     assert res.exit_code == 2 and "rho" in res.output and "less than or equal to 1" in res.output
     res = run(["unlearn", "--forget", "star", "--param", "bogus=1"])
     assert res.exit_code == 2 and "bogus" in res.output
+
+
+def test_an_output_folder_razor_did_not_write_is_never_replaced(tmp_path):
+    precious = tmp_path / "notes.txt"
+    precious.write_text("keep me")
+    res = run(["unlearn", "--forget", "star", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "was not written by razor" in res.output
+    assert precious.read_text() == "keep me"
+
+
+def test_threshold_selection_needs_tau():
+    res = run(["unlearn", "--forget", "star", "--param", "select=threshold"])
+    assert res.exit_code == 2 and "select: threshold needs tau" in res.output

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as nnf
-from transformers import AutoTokenizer, CLIPConfig, CLIPModel
+from transformers import AutoConfig, AutoTokenizer, CLIPConfig, CLIPModel
 
 from razor.components import Component, Tower, enumerate_components
 from razor.errors import ModelError, NumericalError
@@ -42,9 +42,14 @@ def load_clip(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu"
             hint = f" (found pickled {', '.join(pickled)}: refused)" if pickled else ""
             raise ModelError(f"{folder} has no .safetensors weights{hint}; convert the checkpoint to safetensors")
     try:
+        kind = AutoConfig.from_pretrained(source).model_type
+        if kind != "clip":
+            raise ModelError(f"{spec!r} is a {kind!r} model, not CLIP; this adapter edits CLIP checkpoints")
         model = CLIPModel.from_pretrained(source, use_safetensors=True, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(source)
-    except OSError as e:
+    except (OSError, ValueError) as e:
+        if isinstance(e, ModelError):
+            raise
         raise ModelError(
             f"cannot load CLIP model {spec!r} ({str(e).splitlines()[0]}); pass a local folder "
             "(config.json, model.safetensors, tokenizer files) or a hub id that is in the local cache"

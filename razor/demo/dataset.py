@@ -22,7 +22,7 @@ def cache_dir() -> Path:
 def build(out: str | Path, seed: int = 0, sizes: dict = SIZES) -> Path:
     """Generate every split into `out` (atomically: the folder appears complete or not at all)."""
     out = Path(out)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "manifest.parquet") as tmp:
         rows = []
         todo = [(split, *item) for split, (s, f) in sizes.items() for item in world.plan(split, seed, s, f)]
         for split, index, kind, label in tqdm(todo, desc="demo world", unit="img", leave=False):

@@ -13,6 +13,7 @@ from transformers import CLIPModel
 
 from razor.adapters.clip import ClipAdapter, contrastive_loss, demo_config
 from razor.data import Manifest, read_manifest
+from razor.errors import DataError
 from razor.demo.tokenizer import build_tokenizer
 from razor.io import atomic_dir, sha256_file
 from razor.pairs import Pairs
@@ -52,6 +53,8 @@ def train(
     if exclude:
         axis, label = manifest.resolve_concept(exclude)
         train_rows = train_rows.filter(lambda r: r[axis] != label)
+    if len(train_rows) == 0:
+        raise DataError(f"nothing to train on: the manifest's train split{' without ' + exclude if exclude else ''} is empty")
     size = 32
     config = demo_config(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id, size)
     adapter = ClipAdapter(CLIPModel(config), tokenizer, {"size": size, "mean": MEAN, "std": STD})
@@ -109,7 +112,7 @@ def augment(pixels: torch.Tensor, gen: torch.Generator, shift: int = 2) -> torch
 def save(adapter: ClipAdapter, out: str | Path, record: dict) -> Path:
     """Write model (safetensors), config, tokenizer, preprocessing and the training record."""
     out = Path(out)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "training.json") as tmp:
         adapter.model.save_pretrained(tmp, safe_serialization=True)
         adapter.tokenizer.save_pretrained(tmp)
         pre = {"image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": adapter.preprocess["size"]},

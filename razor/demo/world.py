@@ -91,9 +91,6 @@ class Sample:
     style: str | None
     identity: str | None
 
-    def label_on(self, axis: str) -> str | None:
-        return {"objects": self.object, "styles": self.style, "identities": self.identity}[axis]
-
 
 def _shape_polygon(obj: str, cx: float, cy: float, r: float, rot: float) -> list | None:
     def rotate(points):
