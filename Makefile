@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-FORGET ?= star
+REQUEST ?= data/requests/demo-object-star.yaml
 
 .PHONY: setup run test bench clean
 
@@ -16,13 +16,14 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/razor unlearn --model demo --forget $(FORGET) --out runs/demo-$(FORGET)
+	$(VENV)/bin/razor run $(REQUEST)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) benchmarks/clip_demo.py
+	$(PY) benchmarks/cache.py
 
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache data/runs dvc.lock mlflow.db mlartifacts

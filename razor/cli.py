@@ -11,9 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from razor.errors import RazorError
-
-ROWS = (("fa1", "FA@1"), ("fa5", "FA@5"), ("forget_cos", "forget cosine"), ("utility", "utility"),
-        ("stability", "stability"), ("leakage", "MIA leakage"), ("fa1_q8", "FA@1 (8-bit)"), ("fa1_q4", "FA@1 (4-bit)"))
+from razor.report import table
 
 
 def friendly(fn):
@@ -45,17 +43,6 @@ def parse_params(items: tuple[str, ...]) -> dict:
     return out
 
 
-def table(report: dict) -> str:
-    lines = [f"{report['method']} — forget {report['forget']}",
-             f"edited: {', '.join(report['components'][:8]) or '(nothing)'}"
-             + (f" … (+{len(report['components']) - 8})" if len(report["components"]) > 8 else ""),
-             f"{'metric':<16}{'before':>10}{'after':>10}"]
-    for key, name in ROWS:
-        lines.append(f"{name:<16}{report['before'][key]:>10.3f}{report['after'][key]:>10.3f}")
-    lines.append(f"seconds {report['seconds']:.1f} · peak {report['peak_mb']:.0f} MB · delta {report['delta_bytes'] / 1024:.1f} KB")
-    return "\n".join(lines)
-
-
 @click.group()
 def main():
     """RAZOR: targeted unlearning for transformer vision models."""
@@ -81,6 +68,38 @@ def unlearn(model, data, forget, method, params, out, seed, as_json):
     click.echo(json.dumps(report) if as_json else table(report))
     if out and not as_json:
         click.echo(f"outputs: {out}/ (delta.safetensors, report.json, plots)")
+
+
+@main.command("run")
+@click.argument("request_file", type=click.Path(dir_okay=False))
+@click.option("--workspace", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="the pipeline workspace (holds dvc.yaml, params.yaml, data/)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of the table")
+@friendly
+def run_request(request_file, workspace, as_json):
+    """Run a request through the pipeline (Prefect flow → DVC stages → MLflow)."""
+    import os
+    from pathlib import Path
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+    from flows import lineage
+    from flows.unlearn import unlearn as flow
+    from razor.request import load_request
+    from stages.workspace import Workspace
+
+    result = flow(request_file, workspace)
+    report = result["report"]
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    ws = Workspace(Path(workspace).resolve())
+    click.echo(table(report))
+    click.echo(f"stages run: {', '.join(result['stages_run']) or 'none (DVC found every stage up to date)'}")
+    click.echo(f"MLflow run {report['mlflow_run_id']} · model version {report['model_version']} "
+               f"of {lineage.registered_name(load_request(request_file).model)}")
+    click.echo(f"  browse: mlflow ui --backend-store-uri {lineage.tracking_uri(ws)}")
+    click.echo(f"  report: {ws.stage_dir(result['request'], 'evaluate') / 'report.html'}")
 
 
 @main.group()
@@ -131,7 +150,7 @@ def data():
 @friendly
 def import_(folder, out, seed):
     """Manifest of FOLDER/<label>/<image> (png/jpg): hashes, seeded splits, captions."""
-    from razor.data import read_manifest, import_folder
+    from razor.data import import_folder, read_manifest
 
     path = import_folder(folder, out, seed=seed)
     m = read_manifest(path, verify=False)

@@ -22,7 +22,9 @@ class SearchParams(Params):
     robust_bits: int | None = Field(4, ge=2, le=8, description="(ours) a step meets the target only if it also does after this quantisation")
 
 
-class RazorParams(SearchParams):
+class RankParams(Params):
+    """The contribution ranking (METHOD.md §2–3): which components, how they are scored and chosen."""
+
     granularity: Literal["layer", "head", "both"] = "both"
     towers: tuple[Literal["vision", "text"], ...] = Field(("vision", "text"), min_length=1)
     alpha: float = Field(1.0, ge=0, le=1)
@@ -31,6 +33,17 @@ class RazorParams(SearchParams):
     select: Literal["topk", "threshold", "pareto"] = "topk"
     k: int = Field(1, ge=1)
     tau: float | None = None
+
+    @model_validator(mode="after")
+    def _tau_for_threshold(self):
+        if self.select == "threshold" and self.tau is None:
+            raise ValueError("select: threshold needs tau (the score cut-off), e.g. --param tau=0.02")
+        return self
+
+
+class EditParams(SearchParams):
+    """The iterative edit (METHOD.md §4–5)."""
+
     rho: float = Field(1.0, gt=0, le=1)
     lambda_f: float = Field(1.0, ge=0)
     lambda_m: float = Field(1.0, ge=0)
@@ -38,11 +51,12 @@ class RazorParams(SearchParams):
     max_rounds: int = Field(6, ge=1, le=6)
     candidates: int = Field(4, ge=1, description="(ours) top candidates evaluated per expansion round")
 
-    @model_validator(mode="after")
-    def _tau_for_threshold(self):
-        if self.select == "threshold" and self.tau is None:
-            raise ValueError("select: threshold needs tau (the score cut-off), e.g. --param tau=0.02")
-        return self
+
+class RazorParams(RankParams, EditParams):
+    """Both halves of RAZOR, as `razor unlearn` takes them."""
+
+    def part(self, cls: type[Params]) -> Params:
+        return cls(**{k: v for k, v in self.model_dump().items() if k in cls.model_fields})
 
 
 class SlugParams(SearchParams):
@@ -64,3 +78,16 @@ class TrainParams(Params):
 class RetrainParams(Params):
     steps: int = Field(1500, ge=1)
     seed: int = 0
+
+
+class CurateParams(Params):
+    """The pipeline's curate stage: set sizes and the batching every later stage follows."""
+
+    forget_size: int = Field(256, ge=1)
+    retain_size: int = Field(512, ge=1)
+    eval_size: int = Field(600, ge=1, description="retain items per held-out split")
+    batch_size: int = Field(128, ge=1)
+
+
+class EvaluateParams(Params):
+    bits: tuple[int, ...] = Field((8, 4), min_length=1, description="weight quantisations the metrics are re-checked under")

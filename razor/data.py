@@ -5,10 +5,15 @@ label axes (the demo world has objects, styles, identities): each axis is a colu
 the schema metadata `razor.axes`, with the prompt template of each axis in `razor.prompts`.
 Without them the manifest has one axis, `label`, prompted as "a photo of a {}". Paths are
 relative to the data root, `razor.root` (relative to the manifest's folder; default ".").
+A curated manifest embeds each image's bytes in an `image` column (the sha256 is theirs) and
+keeps the full label vocabulary of its source in `razor.labels`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import io
 import json
 import os
 import random
@@ -40,6 +45,7 @@ class Manifest:
     axes: tuple[str, ...]
     prompts: dict[str, str]
     path: Path | None = None  # the Parquet file it was read from
+    vocabulary: dict[str, list[str]] | None = None  # razor.labels: the labels of the source dataset
 
     def __len__(self) -> int:
         return self.table.num_rows
@@ -49,19 +55,26 @@ class Manifest:
         return self.table.to_pylist()
 
     def labels(self) -> dict[str, list[str]]:
-        """Sorted distinct labels per axis."""
+        """Sorted distinct labels per axis (for a curated manifest: those of its source)."""
+        if self.vocabulary is not None:
+            return {a: list(self.vocabulary[a]) for a in self.axes}
         return {a: sorted({r[a] for r in self.rows if r[a] is not None}) for a in self.axes}
 
+    def take(self, index) -> Manifest:
+        return dataclasses.replace(self, table=self.table.take(pa.array(index, pa.int64())))
+
     def filter(self, predicate) -> Manifest:
-        keep = [i for i, r in enumerate(self.rows) if predicate(r)]
-        return Manifest(self.table.take(pa.array(keep, pa.int64())), self.root, self.axes, self.prompts, self.path)
+        return self.take([i for i, r in enumerate(self.rows) if predicate(r)])
 
     def sample(self, k: int, seed: int) -> Manifest:
-        """k rows chosen reproducibly (all of them when k ≥ len)."""
+        """k rows chosen reproducibly, in manifest order (all of them when k ≥ len)."""
         if k >= len(self):
             return self
-        keep = np.sort(np.random.default_rng(seed).permutation(len(self))[:k])
-        return Manifest(self.table.take(pa.array(keep, pa.int64())), self.root, self.axes, self.prompts, self.path)
+        return self.take(np.sort(np.random.default_rng(seed).permutation(len(self))[:k]))
+
+    def image_bytes(self, row: dict) -> bytes:
+        """The encoded image of a row: embedded, or read from its file."""
+        return row["image"] if row.get("image") is not None else self.resolve(row).read_bytes()
 
     def split(self, name: str) -> Manifest:
         return self.filter(lambda r: r["split"] == name)
@@ -101,12 +114,13 @@ class Manifest:
         return hits[0], concept
 
 
-def _metadata(table: pa.Table) -> tuple[tuple[str, ...], dict[str, str]]:
+def _metadata(table: pa.Table):
     meta = table.schema.metadata or {}
     axes = tuple(json.loads(meta[b"razor.axes"])) if b"razor.axes" in meta else ("label",)
     prompts = json.loads(meta[b"razor.prompts"]) if b"razor.prompts" in meta else {}
     root = meta.get(b"razor.root", b".").decode()
-    return axes, {a: prompts.get(a, DEFAULT_PROMPT) for a in axes}, root
+    vocabulary = json.loads(meta[b"razor.labels"]) if b"razor.labels" in meta else None
+    return axes, {a: prompts.get(a, DEFAULT_PROMPT) for a in axes}, root, vocabulary
 
 
 def read_manifest(path: str | Path, verify: bool = True) -> Manifest:
@@ -121,13 +135,13 @@ def read_manifest(path: str | Path, verify: bool = True) -> Manifest:
     missing = [c for c in REQUIRED if c not in table.column_names]
     if missing:
         raise DataError(f"manifest {path} lacks columns {', '.join(missing)}; it needs {', '.join(REQUIRED)}")
-    axes, prompts, root = _metadata(table)
+    axes, prompts, root, vocabulary = _metadata(table)
     absent = [a for a in axes if a not in table.column_names]
     if absent:
         raise DataError(f"manifest {path} names axes {', '.join(absent)} in its metadata but has no such columns")
     if table.num_rows == 0:
         raise DataError(f"manifest {path} is empty; it needs at least one image per label")
-    manifest = Manifest(table, (path.parent / root).resolve(), axes, prompts, path.resolve())
+    manifest = Manifest(table, (path.parent / root).resolve(), axes, prompts, path.resolve(), vocabulary)
     ids = table.column("item_id").to_pylist()
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
@@ -137,20 +151,25 @@ def read_manifest(path: str | Path, verify: bool = True) -> Manifest:
         raise DataError(f"manifest {path} has unknown splits {bad_split}; use {', '.join(SPLITS)}")
     if verify:
         for row in manifest.rows:
-            file = manifest.resolve(row)
-            if not file.is_file():
-                raise DataError(f"item {row['item_id']!r}: file {file} is missing; restore it or re-import the folder")
-            digest = sha256_file(file)
+            if row.get("image") is not None:
+                file, digest = "its embedded image", hashlib.sha256(row["image"]).hexdigest()
+            else:
+                file = manifest.resolve(row)
+                if not file.is_file():
+                    raise DataError(f"item {row['item_id']!r}: file {file} is missing; restore it or re-import the folder")
+                digest = sha256_file(file)
             if digest != row["sha256"]:
                 raise DataError(
                     f"item {row['item_id']!r}: {file} has sha256 {digest[:12]}… but the manifest records "
-                    f"{row['sha256'][:12]}…; the file changed since import — restore it or re-import the folder"
+                    f"{row['sha256'][:12]}…; the data changed since import — restore it or re-import the folder"
                 )
     return manifest
 
 
-def write_manifest(rows: list[dict], out: str | Path, axes=("label",), prompts=None, root: Path | None = None) -> Path:
-    """Write rows as a Parquet manifest atomically; `root` is the folder the paths are relative to."""
+def write_manifest(rows: list[dict], out: str | Path, axes=("label",), prompts=None, root: Path | None = None,
+                   labels: dict[str, list[str]] | None = None) -> Path:
+    """Write rows as a Parquet manifest atomically; `root` is the folder the paths are relative to,
+    `labels` the label vocabulary to keep (a curated subset keeps its source's)."""
     if not rows:
         raise DataError("refusing to write an empty manifest; the folder holds no images")
     out = Path(out).resolve()
@@ -160,6 +179,8 @@ def write_manifest(rows: list[dict], out: str | Path, axes=("label",), prompts=N
         "razor.prompts": json.dumps(prompts or {a: DEFAULT_PROMPT for a in axes}),
         "razor.root": os.path.relpath(Path(root or out.parent).resolve(), out.parent),
     }
+    if labels is not None:
+        meta["razor.labels"] = json.dumps(labels)
     table = table.replace_schema_metadata(meta)
     with atomic_path(out) as tmp:
         pq.write_table(table, tmp)
@@ -209,9 +230,9 @@ def load_images(manifest: Manifest, size: int, mean, std) -> "np.ndarray":
     """Every image of the manifest, resized (shortest edge), centre-cropped and normalised: N×3×S×S."""
     out = np.empty((len(manifest), 3, size, size), np.float32)
     for i, row in enumerate(manifest.rows):
-        file = manifest.resolve(row)
+        file = "embedded image" if row.get("image") is not None else manifest.resolve(row)
         try:
-            with Image.open(file) as im:
+            with Image.open(io.BytesIO(manifest.image_bytes(row))) as im:
                 im = im.convert("RGB")
                 w, h = im.size
                 s = size / min(w, h)

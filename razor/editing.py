@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from razor.components import Component
-from razor.config import RazorParams, SearchParams
+from razor.config import EditParams, RankParams, RazorParams, SearchParams
 from razor.delta import Delta
 from razor.probe import Measure, Probe
 from razor.scoring import ratio_scores, select
@@ -99,7 +104,7 @@ def step_search(probe: Probe, c: Component, params: dict, direction: dict, base:
     return best["eta"], best["measure"], tried
 
 
-def direction(c_names: list[str], g_f: dict, g_r: dict, g_m: dict | None, p: RazorParams) -> dict:
+def direction(c_names: list[str], g_f: dict, g_r: dict, g_m: dict | None, p: EditParams) -> dict:
     """d = λ_f·ρ·g_f − g_r − λ_m·∇M, per parameter."""
     out = {}
     for n in c_names:
@@ -110,40 +115,95 @@ def direction(c_names: list[str], g_f: dict, g_r: dict, g_m: dict | None, p: Raz
     return out
 
 
+@dataclass
+class Ranking:
+    """The rank phase's result: one-pass gradients, every component's score, the initial selection."""
+
+    g_f: dict[str, torch.Tensor]
+    g_r: dict[str, torch.Tensor]
+    scores: list[dict]
+    selection: list[str]
+    params: RankParams
+    seconds: float = 0.0
+
+    def save(self, folder: Path) -> None:
+        """gradients.safetensors, scores.parquet and selection.json in `folder`."""
+        grads = {f"{w}/{n}": g.contiguous() for w, part in (("g_f", self.g_f), ("g_r", self.g_r)) for n, g in part.items()}
+        save_file(grads, folder / "gradients.safetensors")
+        pq.write_table(pa.Table.from_pylist(self.scores), folder / "scores.parquet")
+        (folder / "selection.json").write_text(json.dumps(dict(
+            selection=self.selection, params=self.params.model_dump(mode="json"), seconds=self.seconds), indent=2))
+
+    @classmethod
+    def load(cls, folder: Path) -> "Ranking":
+        sel = json.loads((folder / "selection.json").read_text())
+        grads = load_file(folder / "gradients.safetensors")
+        part = {w: {k.split("/", 1)[1]: v for k, v in grads.items() if k.startswith(w + "/")} for w in ("g_f", "g_r")}
+        return cls(part["g_f"], part["g_r"], pq.read_table(folder / "scores.parquet").to_pylist(), sel["selection"],
+                   RankParams(**sel["params"]), sel["seconds"])
+
+
+def candidates(adapter, p: RankParams) -> dict[str, Component]:
+    return {c.name: c for c in adapter.components(p.granularity) if c.tower in p.towers}
+
+
+def rank(task, p: RankParams) -> Ranking:
+    """g_f and g_r in one pass over D_f and D_r, the ratio score of every candidate, the selection."""
+    t0 = time.perf_counter()
+    comps = candidates(task.adapter, p)
+    names = sorted({n for c in comps.values() for n in c.params})
+    g_f, g_r = task.forget_gradient(names), task.retain_gradient(names)
+    scores = ratio_scores(list(comps.values()), task.adapter.parameters(), g_f, g_r, p.alpha, p.alignment, p.normalize)
+    return Ranking(g_f, g_r, scores, select(scores, p.select, p.k, p.tau), p, time.perf_counter() - t0)
+
+
 def razor_edit(task, p: RazorParams, progress: bool = True) -> EditResult:
     """Score every component, edit the best few, and grow the edited set only while needed."""
+    ranking = rank(task, p.part(RankParams))
+    t0 = time.perf_counter()
+    frozen = task.frozen_similarities() if p.lambda_m > 0 and p.mode == "one_step" else None
+    probe = Probe(task)
+    cached = time.perf_counter() - t0
+    result = edit(task, p.part(EditParams), ranking, probe, frozen, progress)
+    result.timing = dict(cache=cached, **result.timing)
+    result.timing["gradients"] = result.timing.get("gradients", 0.0) + ranking.seconds
+    return result
+
+
+def edit(task, p: EditParams, ranking: Ranking, probe: Probe, frozen: list[torch.Tensor] | None,
+         progress: bool = True) -> EditResult:
+    """Edit the ranked selection with the three-term step; expand while the targets are unmet.
+
+    `frozen`: S_θ0 of each retain batch (the drift term; None drops it)."""
     adapter = task.adapter
+    rp = ranking.params
     params = adapter.parameters()
-    comps = {c.name: c for c in adapter.components(p.granularity) if c.tower in p.towers}
-    names = sorted({n for c in comps.values() for n in c.params})
+    comps = candidates(adapter, rp)
+    names = sorted(ranking.g_f)
     base = {n: params[n].detach().clone() for n in names}
     timing = defaultdict(float)
-    with timed(timing, "cache"):
-        frozen = task.frozen_similarities() if p.lambda_m > 0 and p.mode == "one_step" else None
-        probe = Probe(task)
     m0 = probe.current
+    frozen = frozen if p.lambda_m > 0 and p.mode == "one_step" else None
 
-    def gradients(first: bool):
+    def gradients():
         with timed(timing, "gradients"):
             g_f, g_r = task.forget_gradient(names), task.retain_gradient(names)
-            g_m = None if first or frozen is None else task.drift_gradient(names, frozen)  # ∇M(θ0) = 0
+            g_m = None if frozen is None else task.drift_gradient(names, frozen)
         return g_f, g_r, g_m
 
-    g_f, g_r, g_m = gradients(first=True)
-    scores = ratio_scores(list(comps.values()), params, g_f, g_r, p.alpha, p.alignment, p.normalize)
-    initial = select(scores, p.select, p.k, p.tau)
-    first_scores = scores
+    g_f, g_r, g_m = ranking.g_f, ranking.g_r, None  # ∇M(θ0) = 0
+    scores = ranking.scores
     edited: list[str] = []
     rounds: list[dict] = []
     bar = tqdm(total=p.max_rounds, desc="RAZOR rounds", disable=not progress, leave=False)
     for r in range(p.max_rounds):
         if r > 0 and p.mode == "one_step":
-            g_f, g_r, g_m = gradients(first=False)
-            scores = ratio_scores(list(comps.values()), params, g_f, g_r, p.alpha, p.alignment, p.normalize)
+            g_f, g_r, g_m = gradients()
+            scores = ratio_scores(list(comps.values()), params, g_f, g_r, rp.alpha, rp.alignment, rp.normalize)
         score_of = {s["component"]: s for s in scores}
         d = direction(names, g_f, g_r, g_m, p)
         if r == 0:
-            steps = [lambda c=comps[n]: (c, *step_search(probe, c, params, d, m0, p)) for n in initial]
+            steps = [lambda c=comps[n]: (c, *step_search(probe, c, params, d, m0, p)) for n in ranking.selection]
         else:
             ranked = [s["component"] for s in sorted(scores, key=lambda s: -s["score"]) if s["component"] not in edited]
             if not ranked:
@@ -156,7 +216,7 @@ def razor_edit(task, p: RazorParams, progress: bool = True) -> EditResult:
                 c, eta, _, tried = run()
                 if eta > 0:
                     edited.append(c.name)
-                    probe.refresh()
+                    probe.refresh(c)
             s = score_of[c.name]
             rounds.append(dict(round=r, component=c.name, score=s["score"], importance=s["importance"],
                                cos=s["cos"], eta=eta, probes=len(tried), fa_val=probe.current.fa,
@@ -169,7 +229,7 @@ def razor_edit(task, p: RazorParams, progress: bool = True) -> EditResult:
     bar.close()
     delta = Delta.from_edit(base, params, [comps[n] for n in edited],
                             meta=dict(method="razor", components=edited, base=adapter.source))
-    return EditResult(delta, rounds, first_scores, dict(timing))
+    return EditResult(delta, rounds, ranking.scores, dict(timing))
 
 
 def _best_candidate(probe: Probe, candidates: list[Component], params: dict, d: dict, m0: Measure,

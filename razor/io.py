@@ -11,6 +11,9 @@ from pathlib import Path
 
 from razor.errors import RazorError
 
+UMASK = os.umask(0)
+os.umask(UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
@@ -19,6 +22,7 @@ def atomic_path(path: str | os.PathLike):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~UMASK)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -42,6 +46,7 @@ def atomic_dir(path: str | os.PathLike, marker: str):
     path = check_replaceable(path, marker)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~UMASK)
     old = path.parent / f".{path.name}.old"
     try:
         yield tmp

@@ -12,7 +12,13 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from razor.quantize import quantized
 from razor.zeroshot import accuracy, image_embeddings, label_embeddings, ranks
 
+BITS = (8, 4)
 KEYS = ("fa1", "fa5", "forget_cos", "utility", "stability", "leakage", "fa1_q8", "fa1_q4")
+
+
+def keys(bits=BITS) -> tuple[str, ...]:
+    """The report's metric keys when re-checking under `bits`."""
+    return KEYS[:6] + tuple(f"fa1_q{b}" for b in bits)
 
 
 @torch.no_grad()
@@ -29,16 +35,16 @@ def predictions(task) -> dict:
     )
 
 
-def evaluate(task, reference: dict | None = None, seed: int = 0) -> tuple[dict, dict]:
+def evaluate(task, reference: dict | None = None, seed: int = 0, bits=BITS) -> tuple[dict, dict]:
     """Metrics of the model as it is now (with fa1_q8 / fa1_q4), its predictions (the reference
-    for stability), and under "quantized" the whole metric set again after 8- and 4-bit."""
+    for stability), and under "quantized" the whole metric set again after each of `bits`."""
     out, pred = _metrics(task, reference, seed)
     out["quantized"] = {}
-    for bits in (8, 4):
-        with quantized(task.adapter.model, bits):
+    for b in bits:
+        with quantized(task.adapter.model, b):
             q, _ = _metrics(task, reference or pred, seed)
-        out[f"fa1_q{bits}"] = q["fa1"]
-        out["quantized"][str(bits)] = q
+        out[f"fa1_q{b}"] = q["fa1"]
+        out["quantized"][str(b)] = q
     return out, pred
 
 

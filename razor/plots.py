@@ -37,10 +37,13 @@ def score_scatter(scores: list[dict], chosen: list[str], path: Path) -> None:
 
 def expansion_trace(rounds: list[dict], path: Path) -> None:
     """Forget-val FA@1 and retain-val accuracy after each edited component."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
     if not rounds or "fa_val" not in rounds[0]:
+        ax.text(0.5, 0.5, "this method logs no per-round validation", ha="center", va="center")
+        ax.set_axis_off()
+        _save(fig, path)
         return
     x = list(range(1, len(rounds) + 1))
-    fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(x, [r["fa_val"] for r in rounds], "o-", c="tab:red", label="FA@1 (forget val)")
     ax.plot(x, [r["retain_val"] for r in rounds], "s-", c="tab:green", label="predictions kept (retain val)")
     if "accuracy_val" in rounds[0]:

@@ -1,8 +1,9 @@
 """Fast validation measurements for the step search.
 
-Image hidden states entering every vision block are cached for the current model; a probe of
-a vision component re-runs only the blocks from its layer on, and a text component re-uses
-the cached image embeddings outright.
+With reuse (the default) the probe keeps the hidden states entering every vision block and
+the label-prompt embeddings: a probe of a vision component re-runs only the blocks from its
+layer on, a text component re-encodes only the label prompts. Without reuse every probe runs
+the whole model (the reference the cache is timed against; both give the same numbers).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from razor.cache import PROBE_BATCH, FrozenCache, probe_pixels
 from razor.components import Component
 from razor.quantize import quantized
 from razor.zeroshot import label_embeddings
@@ -27,21 +29,37 @@ class Measure:
 class Probe:
     """Validation metrics of the current model, re-running only what an edit can change."""
 
-    def __init__(self, task):
+    def __init__(self, task, cache: FrozenCache | None = None, reuse: bool = True):
         self.task = task
-        self.pixels = torch.cat([task.forget_val.pixels, task.retain_val.pixels])
+        self.pixels = probe_pixels(task)
         self.n_forget = len(task.forget_val)
+        self.reuse = reuse
         self.reference = None
-        self.refresh()
+        self._quantized_fa = {}
+        if reuse and cache is not None:
+            self.hidden, self.images, self.labels = list(cache.hidden), cache.images, dict(cache.labels)
+            self.current = self._score(self.images, self.labels)
+        else:
+            self.refresh()
 
     @torch.no_grad()
-    def refresh(self) -> Measure:
-        """Re-cache hidden states after the model changed; returns the current measure."""
-        a = self.task.adapter
-        self.hidden = [torch.cat(h) for h in zip(*(a.vision_inputs(b) for b in self.pixels.split(256)))]
-        self.images = self._images_from(0)
-        self.current = self.measure()
+    def refresh(self, changed: Component | None = None) -> Measure:
+        """Bring the kept states up to date after `changed` was edited (None: anything may have)."""
         self._quantized_fa = {}
+        if not self.reuse:
+            self.current = self.measure()
+            return self.current
+        a = self.task.adapter
+        if changed is None or changed.tower == "text":
+            self.labels = self._labels()
+        if changed is None:
+            self.hidden = [torch.cat(h) for h in zip(*(a.vision_inputs(b) for b in self.pixels.split(PROBE_BATCH)))]
+        elif changed.tower == "vision":
+            for i in range(changed.layer, len(self.hidden) - 1):
+                self.hidden[i + 1] = torch.cat([a.vision_block(i, h) for h in self.hidden[i].split(PROBE_BATCH)])
+        if changed is None or changed.tower == "vision":
+            self.images = self._images_from(0 if changed is None else changed.layer)
+        self.current = self._score(self.images, self.labels)
         return self.current
 
     def met(self, p) -> bool:
@@ -52,26 +70,34 @@ class Probe:
             self._quantized_fa[p.robust_bits] = self.measure_quantized(p.robust_bits).fa
         return not p.robust_bits or self._quantized_fa[p.robust_bits] <= p.forget_target
 
+    def _labels(self) -> dict[str, torch.Tensor]:
+        return label_embeddings(self.task.adapter, self.task.labels, self.task.prompts)
+
     def _images_from(self, layer: int) -> torch.Tensor:
         a = self.task.adapter
-        return torch.cat([a.encode_images_from(layer, h) for h in self.hidden[layer].split(256)])
+        return torch.cat([a.encode_images_from(layer, h) for h in self.hidden[layer].split(PROBE_BATCH)])
+
+    def _full_images(self) -> torch.Tensor:
+        return torch.cat([self.task.adapter.encode_images(b) for b in self.pixels.split(PROBE_BATCH)])
 
     @torch.no_grad()
     def measure(self, component: Component | None = None) -> Measure:
         """Measure the model as it is now; `component` says which part changed since refresh()."""
-        changed_vision = component is not None and component.tower == "vision"
-        return self._score(self._images_from(component.layer) if changed_vision else self.images)
+        if not self.reuse:
+            return self._score(self._full_images(), self._labels())
+        vision = component is not None and component.tower == "vision"
+        text = component is not None and component.tower == "text"
+        return self._score(self._images_from(component.layer) if vision else self.images,
+                           self._labels() if text else self.labels)
 
     @torch.no_grad()
     def measure_quantized(self, bits: int) -> Measure:
         """Measure the model with its weights quantised to `bits` (a full forward)."""
-        a = self.task.adapter
-        with quantized(a.model, bits):
-            return self._score(torch.cat([a.encode_images(b) for b in self.pixels.split(256)]))
+        with quantized(self.task.adapter.model, bits):
+            return self._score(self._full_images(), self._labels())
 
-    def _score(self, images: torch.Tensor) -> Measure:
+    def _score(self, images: torch.Tensor, labels: dict[str, torch.Tensor]) -> Measure:
         t = self.task
-        labels = label_embeddings(t.adapter, t.labels, t.prompts)
         forget, retain = images[: self.n_forget], images[self.n_forget :]
         logits = t.adapter.model.logit_scale.exp() * forget @ labels[t.axis].T
         fa = (logits.argmax(1) == t.concept_id).float().mean().item()

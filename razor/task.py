@@ -8,8 +8,9 @@ from pathlib import Path
 
 import torch
 
+from razor.curate import Curated, curate
 from razor.data import Manifest
-from razor.errors import DataError, NumericalError
+from razor.errors import NumericalError
 from razor.pairs import Pairs
 
 
@@ -34,31 +35,25 @@ class Task:
     @classmethod
     def build(cls, adapter, manifest: Manifest, concept: str, forget_size: int = 256, retain_size: int = 512,
               eval_size: int = 600, seed: int = 0, batch_size: int = 128) -> "Task":
-        axis, label = manifest.resolve_concept(concept)
-        labels = manifest.labels()
-        carries = manifest.carries(axis, label)
+        """Curate the sets from one manifest (see razor.curate) and load them."""
+        chosen = curate(manifest, concept, forget_size=forget_size, retain_size=retain_size, eval_size=eval_size, seed=seed)
+        return cls.load(adapter, chosen, batch_size)
 
-        def load(split: str, with_concept: bool, limit: int | None = None) -> Pairs:
-            part = manifest.split(split).filter(lambda r: bool(carries(r)) == with_concept)
-            if limit is not None:
-                part = part.sample(limit, seed)
-            return Pairs.load(part, adapter.preprocess, labels) if len(part) else None
+    @classmethod
+    def load(cls, adapter, sets: Curated, batch_size: int = 128) -> "Task":
+        """Load curated sets for `adapter`: pixels, captions and label ids."""
+        labels = sets.forget.labels()
+        carries = sets.eval.carries(sets.axis, sets.label)
 
-        forget = load("train", True, forget_size)
-        if forget is None:
-            raise DataError(
-                f"the forget set is empty: no train-split item carries {axis}:{label}; "
-                "add training images of the concept to the manifest"
-            )
-        sets = dict(
-            forget=forget, retain=load("train", False, retain_size),
-            forget_val=load("val", True), retain_val=load("val", False, eval_size),
-            forget_test=load("test", True), retain_test=load("test", False, eval_size),
-        )
-        empty = [k for k, v in sets.items() if v is None]
-        if empty:
-            raise DataError(f"no items for {', '.join(empty)} of {axis}:{label}; the manifest needs train, val and test items with and without the concept")
-        return cls(adapter, axis, label, labels, manifest.prompts, batch_size=batch_size, manifest_path=manifest.path, **sets)
+        def pairs(m: Manifest) -> Pairs:
+            return Pairs.load(m, adapter.preprocess, labels)
+
+        def held(split: str, with_concept: bool) -> Pairs:
+            return pairs(sets.eval.split(split).filter(lambda r: bool(carries(r)) == with_concept))
+
+        return cls(adapter, sets.axis, sets.label, labels, sets.forget.prompts, pairs(sets.forget), pairs(sets.retain),
+                   held("val", True), held("val", False), held("test", True), held("test", False),
+                   batch_size=batch_size, manifest_path=sets.forget.path)
 
     @property
     def concept_prompt(self) -> str:

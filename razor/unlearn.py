@@ -14,8 +14,9 @@ from razor.cost import measure
 from razor.data import read_manifest
 from razor.errors import DataError
 from razor.io import atomic_dir, check_replaceable
-from razor.metrics import KEYS, evaluate
 from razor.methods import method_params, run_method
+from razor.metrics import evaluate
+from razor.report import summarize
 from razor.task import Task
 
 
@@ -42,14 +43,8 @@ def unlearn(forget: str, model: str = "demo", data: str | Path | None = None, me
     with measure() as cost:
         result = run_method(method, task, chosen, progress=progress)
     after, _ = evaluate(task, reference=reference, seed=seed)
-    report = dict(
-        method=method, forget=f"{task.axis}:{task.label}", components=result.components,
-        seconds=round(cost.seconds, 3), peak_mb=round(cost.peak_mb, 1), delta_bytes=result.delta.nbytes,
-        before={k: before[k] for k in KEYS}, after={k: after[k] for k in KEYS},
-        utility_per_axis=dict(before=before["utility_per_axis"], after=after["utility_per_axis"]),
-        quantized=dict(before=before["quantized"], after=after["quantized"]),
-        timing={k: round(v, 3) for k, v in result.timing.items()},
-    )
+    report = summarize(method, task, result.components, cost.seconds, cost.peak_mb, result.delta.nbytes,
+                       before, after, result.timing)
     if out is not None:
         write_outputs(Path(out), report, result, dict(model=model, data=str(data), seed=seed,
                                                       retain_size=retain_size, params=chosen.model_dump()))

@@ -8,6 +8,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HOME"] = os.path.join(_home, "hf-empty")
 os.environ.setdefault("RAZOR_HOME", os.path.join(_home, "razor"))
+os.environ["PREFECT_HOME"] = os.path.join(_home, "prefect")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["DVC_NO_ANALYTICS"] = "1"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -23,6 +26,15 @@ def demo_manifest():
     from razor.demo.dataset import demo_manifest
 
     return demo_manifest()
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One ephemeral Prefect API (SQLite) for every flow test."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
 
 
 @pytest.fixture

@@ -125,6 +125,10 @@ class ClipAdapter:
             h = block(h, None)
         return states
 
+    def vision_block(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
+        """The output of vision block `layer` for its input `hidden`."""
+        return self.model.vision_model.encoder.layers[layer](hidden, None)
+
     def encode_images_from(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
         """Image embeddings computed from the cached input of vision block `layer` onward."""
         vm = self.model.vision_model

@@ -9,8 +9,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from razor.data import write_manifest
-from razor.io import atomic_dir
 from razor.demo import world
+from razor.io import atomic_dir
 
 SIZES = {"train": (120, 600), "val": (8, 50), "test": (8, 50)}  # (shapes per object×style, faces per identity)
 

@@ -13,8 +13,8 @@ from transformers import CLIPModel
 
 from razor.adapters.clip import ClipAdapter, contrastive_loss, demo_config
 from razor.data import Manifest, read_manifest
-from razor.errors import DataError
 from razor.demo.tokenizer import build_tokenizer
+from razor.errors import DataError
 from razor.io import atomic_dir, sha256_file
 from razor.pairs import Pairs
 from razor.zeroshot import accuracy, image_embeddings, label_embeddings, ranks

@@ -1,0 +1,1 @@
+"""Prefect flows: one request end to end (unlearn)."""

@@ -1,0 +1,172 @@
+"""MLflow lineage of one request: a parent run, a nested run per stage, datasets, the model version.
+
+Default store: sqlite:///<workspace>/mlflow.db with artifacts under <workspace>/mlartifacts
+(MLFLOW_TRACKING_URI overrides the store). Nothing here changes a stage's outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pyarrow.parquet as pq
+import yaml
+from mlflow import MlflowClient
+
+from stages.workspace import Workspace
+
+EXPERIMENT = "razor"
+STAGE_ARTIFACTS = {
+    "curate": ("request.json", "stage.json"),
+    "cache": ("stage.json",),
+    "rank": ("scores.parquet", "selection.json", "stage.json"),
+    "edit": ("delta.safetensors", "rounds.parquet", "stage.json"),
+    "evaluate": ("report.json", "report.html", "stage.json"),
+}
+STAGE_PLOTS = {"rank": ("scores.png",), "edit": ("expansion_trace.png",), "evaluate": ("before_after.png",)}
+ROUND_METRICS = ("fa_val", "retain_val", "accuracy_val", "concept_p_val")
+
+
+def tracking_uri(ws: Workspace) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{ws.root / 'mlflow.db'}"
+
+
+def experiment(ws: Workspace) -> str:
+    """The experiment id, created with an explicit artifact location if new."""
+    mlflow.set_tracking_uri(tracking_uri(ws))
+    found = mlflow.get_experiment_by_name(EXPERIMENT)
+    exp = found.experiment_id if found else mlflow.create_experiment(EXPERIMENT, (ws.root / "mlartifacts").as_uri())
+    mlflow.set_experiment(experiment_id=exp)
+    return exp
+
+
+def registered_name(model: str) -> str:
+    """The registered model a request's edits become versions of: clip-demo, clip-<folder or hub id>."""
+    return "clip-" + re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-").lower()
+
+
+def lock_entries(ws: Workspace, request_id: str) -> dict:
+    """This request's stages as dvc.lock records them."""
+    path = ws.root / "dvc.lock"
+    stages = (yaml.safe_load(path.read_text()) or {}).get("stages", {}) if path.is_file() else {}
+    return {k: v for k, v in stages.items() if k.endswith(f"@{request_id}")}
+
+
+def lock_digest(entries: dict) -> str:
+    return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
+
+
+def git_commit(ws: Workspace) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ws.root, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ws.root,
+                               capture_output=True, text=True).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def previous_run(ws: Workspace, request_id: str, digest: str) -> str | None:
+    """A finished run of this request whose stages had exactly these dvc.lock records."""
+    runs = mlflow.search_runs([experiment(ws)], filter_string=(
+        f"tags.`razor.request` = '{request_id}' and tags.`razor.lock_digest` = '{digest}' and attributes.status = 'FINISHED'"),
+        output_format="list", max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def dvc_tags(entries: dict) -> dict:
+    """dvc.<stage>.<dep> → md5 of every input each stage recorded."""
+    tags = {}
+    for name, entry in entries.items():
+        stage = name.split("@")[0]
+        for dep in entry.get("deps", []):
+            tags[f"dvc.{stage}.{dep['path'].split('/')[-1]}"] = dep.get("md5", "")
+        for out in entry.get("outs", []):
+            tags[f"dvc.{stage}.out.{out['path'].split('/')[-1]}"] = out.get("md5", "")
+    return tags
+
+
+def log_stage(ws: Workspace, request_id: str, stage: str, ran: bool, entry: dict) -> None:
+    """The nested run of one stage (inside the active parent run)."""
+    folder = ws.stage_dir(request_id, stage)
+    info = ws.stage_info(request_id, stage)
+    with mlflow.start_run(run_name=stage, nested=True):
+        mlflow.set_tags({"razor.stage": stage, "razor.request": request_id, "dvc.skipped": str(not ran).lower(),
+                         **{f"dvc.{k}": v for k, v in dvc_tags({stage: entry}).items()}})
+        params = info.get("params") or {}
+        if params:
+            mlflow.log_params({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in params.items()})
+        mlflow.log_metrics({k: info[k] for k in ("seconds", "peak_mb") if k in info})
+        for name in STAGE_ARTIFACTS[stage]:
+            if (folder / name).is_file():
+                mlflow.log_artifact(str(folder / name), stage)
+        for name in STAGE_PLOTS.get(stage, ()):
+            if ws.plot(request_id, name).is_file():
+                mlflow.log_artifact(str(ws.plot(request_id, name)), "plots")
+        if stage == "curate":
+            log_datasets(ws, request_id)
+        if stage == "edit" and (folder / "rounds.parquet").is_file():
+            for step, row in enumerate(pq.read_table(folder / "rounds.parquet").to_pylist()):
+                mlflow.log_metrics({k: row[k] for k in ROUND_METRICS if k in row}, step=step)
+        if stage == "evaluate":
+            mlflow.log_metrics(flat_metrics(ws, request_id))
+
+
+def flat_metrics(ws: Workspace, request_id: str) -> dict:
+    m = json.loads((ws.run_dir(request_id) / "metrics.json").read_text())
+    out = {f"{when}_{k}": v for when in ("before", "after") for k, v in m[when].items()}
+    return out | {k: m[k] for k in ("seconds", "peak_mb", "delta_bytes")}
+
+
+def log_datasets(ws: Workspace, request_id: str) -> None:
+    """The forget / retain / eval manifests as MLflow datasets (digest: the file's sha256)."""
+    folder = ws.stage_dir(request_id, "curate")
+    for name in ("forget", "retain", "eval"):
+        path = folder / f"{name}.parquet"
+        frame = pq.read_table(path).drop_columns(["image"]).to_pandas()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        ds = mlflow.data.from_pandas(pd.DataFrame(frame), source=_local_source(path), name=f"{request_id}-{name}",
+                                     digest=digest[:16])
+        mlflow.log_input(ds, context=name, tags={"sha256": digest})
+
+
+def _local_source(path: Path):
+    """A file-system dataset source (MLflow registers the local-artifact class twice; take the first)."""
+    from mlflow.data.dataset_source_registry import get_registered_sources
+
+    cls = next(c for c in get_registered_sources() if c.__name__ == "LocalArtifactDatasetSource")
+    return cls(path.resolve().as_uri())
+
+
+def register(ws: Workspace, request_id: str, run_id: str, request: dict) -> str:
+    """The edited model as a new version of its registered model: the delta plus a reference to
+    its base (model id and the sha256 of every base tensor the delta touches)."""
+    delta_path = ws.stage_dir(request_id, "edit") / "delta.safetensors"
+    delta_sha = hashlib.sha256(delta_path.read_bytes()).hexdigest()
+    header = json.loads((ws.stage_dir(request_id, "edit") / "stage.json").read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "delta.safetensors").write_bytes(delta_path.read_bytes())
+        from razor.delta import Delta
+
+        delta = Delta.load(delta_path)
+        (Path(tmp) / "base.json").write_text(json.dumps(dict(
+            model=request["model"], base_sha256=delta.base_sha256, edited_sha256=delta.edited_sha256,
+            components=header["components"], request=request_id), indent=2))
+        mlflow.log_artifacts(tmp, "model")
+    client = MlflowClient()
+    name = registered_name(request["model"])
+    try:
+        client.get_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        client.create_registered_model(name, description=f"RAZOR edits of {request['model']} (each version: a delta on its base)")
+    version = client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id, tags={
+        "razor.request": request_id, "razor.base_model": request["model"], "razor.delta_sha256": delta_sha,
+        "razor.concept": request["concept_key"], "razor.method": request["method"]})
+    return str(version.version)

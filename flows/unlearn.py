@@ -1,0 +1,134 @@
+"""The unlearn flow: one request through curate → cache → rank → edit → evaluate.
+
+Each stage is a Prefect task that runs `dvc repro --single-item <stage>@<request>`, so dvc.lock
+records every run and an unchanged stage is skipped; its output streams into the task's log.
+A stage that refuses its input (exit 2, "error: …") is not retried; any other failure is,
+twice. Afterwards the run is recorded in MLflow (flows/lineage.py) and the edited model is
+registered; re-running an unchanged request re-uses that record instead of writing another.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows import lineage
+from razor.errors import RazorError
+from razor.io import atomic_path
+from razor.request import RequestError, load_request
+from stages.workspace import STAGES, Workspace
+
+
+class StageRefused(RazorError):
+    """A stage rejected its input; retrying cannot help."""
+
+
+class StageFailed(RuntimeError):
+    """A stage failed for another reason (retried)."""
+
+
+def _transient(task, task_run, state) -> bool:
+    try:
+        state.result()
+    except StageRefused:
+        return False
+    except Exception:  # noqa: BLE001 — any other failure may be transient
+        return True
+    return True
+
+
+@task(name="stage", task_run_name="{stage}@{request_id}", retries=2, retry_delay_seconds=2,
+      retry_condition_fn=_transient, cache_policy=NO_CACHE)
+def run_stage(root: str, stage: str, request_id: str) -> bool:
+    """`dvc repro` one stage of one request; True if it ran, False if DVC skipped it."""
+    logger = get_run_logger()
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+               DVC_NO_ANALYTICS="1", HF_HUB_DISABLE_PROGRESS_BARS="1", TRANSFORMERS_VERBOSITY="error")
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", f"{stage}@{request_id}"],
+                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line.rstrip())
+        if lines[-1].strip():
+            logger.info(lines[-1])
+    if proc.wait() != 0:
+        refused = [x for x in lines if x.startswith("error: ")]
+        if refused:
+            raise StageRefused(refused[-1].removeprefix("error: "))
+        raise StageFailed(f"stage {stage}@{request_id} failed (dvc exit {proc.returncode}): " + " | ".join(lines[-6:]))
+    return not any("didn't change, skipping" in x for x in lines)
+
+
+@task(name="lineage", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def record(root: str, request_id: str, ran: dict[str, bool]) -> tuple[str, str]:
+    """The MLflow record of this request's run: (run id, registered model version)."""
+    ws = Workspace(Path(root))
+    entries = lineage.lock_entries(ws, request_id)
+    digest = lineage.lock_digest(entries)
+    exp = lineage.experiment(ws)
+    if not any(ran.values()) and (previous := lineage.previous_run(ws, request_id, digest)):
+        return previous, mlflow.get_run(previous).data.tags["razor.model_version"]
+    req = json.loads((ws.stage_dir(request_id, "curate") / "request.json").read_text())
+    with mlflow.start_run(experiment_id=exp, run_name=request_id) as run:
+        mlflow.set_tags({"razor.request": request_id, "razor.concept": req["concept_key"], "razor.method": req["method"],
+                         "razor.model": req["model"], "git.commit": lineage.git_commit(ws),
+                         "razor.lock_digest": digest, **lineage.dvc_tags(entries)})
+        mlflow.log_params({"request.id": request_id, "request.model": req["model"], "request.concept": req["concept_key"],
+                           "request.method": req["method"], "request.seed": req["seed"],
+                           **{f"request.params.{k}": v for k, v in req["params"].items()}})
+        mlflow.log_artifact(str(ws.request_file(request_id)), "request")
+        mlflow.log_artifact(str(ws.root / "dvc.lock"))
+        for stage in STAGES:
+            lineage.log_stage(ws, request_id, stage, ran[stage], entries.get(f"{stage}@{request_id}", {}))
+        lineage.log_datasets(ws, request_id)
+        mlflow.log_metrics(lineage.flat_metrics(ws, request_id))
+        mlflow.log_artifact(str(ws.stage_dir(request_id, "evaluate") / "report.html"))
+        version = lineage.register(ws, request_id, run.info.run_id, req)
+        mlflow.set_tag("razor.model_version", version)
+    return run.info.run_id, version
+
+
+def admit(ws: Workspace, path: Path) -> str:
+    """Validate a request file, place it at data/requests/<id>.yaml and list its id in params.yaml."""
+    req = load_request(path)
+    target = ws.request_file(req.id)
+    if not target.exists():
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(path.read_bytes())
+    elif target.resolve() != path.resolve() and target.read_bytes() != path.read_bytes():
+        raise RequestError(f"a different request with id {req.id!r} is already at {target}; give this request a new id")
+    from ruamel.yaml import YAML
+
+    yml = YAML(typ="rt")
+    params_file = ws.root / "params.yaml"
+    doc = yml.load(params_file.read_text())
+    if req.id not in (doc.get("requests") or []):
+        if doc.get("requests") is None:
+            doc["requests"] = []
+        doc["requests"].append(req.id)
+        with atomic_path(params_file) as tmp, open(tmp, "w") as f:
+            yml.dump(doc, f)
+    return req.id
+
+
+@flow(name="razor-unlearn", flow_run_name="unlearn {request}")
+def unlearn(request: str, workspace: str = ".") -> dict:
+    """Run one request file through the five stages and record it. Returns the request id, the
+    stages DVC ran, and the report (as `razor unlearn` gives it) with `mlflow_run_id` and `model_version`."""
+    ws = Workspace(Path(workspace).resolve())
+    if not (ws.root / "dvc.yaml").is_file():
+        raise RazorError(f"{ws.root} has no dvc.yaml; run from the project root (or pass --workspace)")
+    request_id = admit(ws, Path(request))
+    ran = {stage: run_stage(str(ws.root), stage, request_id) for stage in STAGES}
+    run_id, version = record(str(ws.root), request_id, ran)
+    report = json.loads((ws.stage_dir(request_id, "evaluate") / "report.json").read_text())
+    report.pop("lineage", None)
+    return dict(request=request_id, stages_run=[s for s in STAGES if ran[s]],
+                report=dict(report, mlflow_run_id=run_id, model_version=version))

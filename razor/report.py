@@ -1,0 +1,68 @@
+"""The before/after report of one unlearning run: a JSON object and a self-contained HTML page."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from razor.io import atomic_path
+from razor.metrics import BITS, keys
+
+NAMES = {"fa1": "FA@1", "fa5": "FA@5", "forget_cos": "forget cosine", "utility": "utility", "stability": "stability",
+         "leakage": "MIA leakage"}
+
+
+def summarize(method: str, task, components: list[str], seconds: float, peak_mb: float, delta_bytes: int,
+              before: dict, after: dict, timing: dict, bits=BITS) -> dict:
+    """The report object `razor unlearn --json` prints."""
+    k = keys(bits)
+    return dict(
+        method=method, forget=f"{task.axis}:{task.label}", components=components,
+        seconds=round(seconds, 3), peak_mb=round(peak_mb, 1), delta_bytes=delta_bytes,
+        before={x: before[x] for x in k}, after={x: after[x] for x in k},
+        utility_per_axis=dict(before=before["utility_per_axis"], after=after["utility_per_axis"]),
+        quantized=dict(before=before["quantized"], after=after["quantized"]),
+        timing={x: round(v, 3) for x, v in timing.items()},
+    )
+
+
+def metric_name(key: str) -> str:
+    return NAMES.get(key) or f"FA@1 ({key.removeprefix('fa1_q')}-bit)"
+
+
+def table(report: dict) -> str:
+    """The before/after table as plain text."""
+    comps = report["components"]
+    lines = [f"{report['method']} — forget {report['forget']}",
+             f"edited: {', '.join(comps[:8]) or '(nothing)'}" + (f" … (+{len(comps) - 8})" if len(comps) > 8 else ""),
+             f"{'metric':<16}{'before':>10}{'after':>10}"]
+    for key in report["before"]:
+        lines.append(f"{metric_name(key):<16}{report['before'][key]:>10.3f}{report['after'][key]:>10.3f}")
+    lines.append(f"seconds {report['seconds']:.1f} · peak {report['peak_mb']:.0f} MB · "
+                 f"delta {report['delta_bytes'] / 1024:.1f} KB")
+    return "\n".join(lines)
+
+
+def write_html(report: dict, plots: dict[str, Path], out: Path, lineage: dict | None = None) -> Path:
+    """One HTML page: the table, the plots embedded as PNG data, the lineage (hashes, params)."""
+    rows = "".join(f"<tr><td>{metric_name(k)}</td><td>{report['before'][k]:.3f}</td><td>{report['after'][k]:.3f}</td></tr>"
+                   for k in report["before"])
+    figures = "".join(
+        f"<figure><img alt='{html.escape(name)}' src='data:image/png;base64,"
+        f"{base64.b64encode(path.read_bytes()).decode()}'><figcaption>{html.escape(name)}</figcaption></figure>"
+        for name, path in plots.items() if path.is_file())
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>RAZOR — {html.escape(report['forget'])}</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:right}}td:first-child{{text-align:left}}
+img{{max-width:100%}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head><body>
+<h1>Forget {html.escape(report['forget'])} — {html.escape(report['method'])}</h1>
+<p>Edited: {html.escape(', '.join(report['components']) or '(nothing)')}<br>
+{report['seconds']:.1f} s · peak {report['peak_mb']:.0f} MB · delta {report['delta_bytes'] / 1024:.1f} KB</p>
+<table><tr><th>metric</th><th>before</th><th>after</th></tr>{rows}</table>
+{figures}
+<h2>Lineage</h2><pre>{html.escape(json.dumps(lineage or {}, indent=2))}</pre></body></html>"""
+    with atomic_path(out) as tmp:
+        tmp.write_text(page)
+    return out

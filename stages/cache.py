@@ -1,0 +1,20 @@
+"""Stage cache: one pass of the frozen model → label embeddings, S_θ0 per retain batch, probe hidden states."""
+
+from __future__ import annotations
+
+from razor.cache import FrozenCache
+from stages.workspace import Workspace, main
+
+
+def run(ws: Workspace, request_id: str) -> None:
+    """Run θ0 once and store what the edit stage reuses (cache.safetensors)."""
+    _, task = ws.task(request_id)
+    info = {}
+    with ws.output(request_id, "cache", info) as out:
+        cache = FrozenCache.build(task)
+        cache.save(out / "cache.safetensors", dict(request=request_id))
+        info.update(blocks=len(cache.hidden), probe_images=len(cache.images), retain_batches=len(cache.frozen))
+
+
+if __name__ == "__main__":
+    main(run, "cache")

@@ -1,0 +1,57 @@
+"""Stage edit: the iterative RAZOR edit from the ranking and the cache → delta, per-round log, trace plot.
+
+A baseline method (slug, ga, …) runs here in place of RAZOR, with its params from params.yaml's
+`baselines` section and the request."""
+
+from __future__ import annotations
+
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from razor.cache import FrozenCache
+from razor.config import EditParams
+from razor.cost import measure
+from razor.editing import Ranking, edit
+from razor.methods import method_params, run_method
+from razor.plots import expansion_trace
+from razor.probe import Probe
+from stages.workspace import Workspace, main, write_json
+
+
+def run(ws: Workspace, request_id: str) -> None:
+    """Edit the ranked components (or run the request's baseline) and store the delta."""
+    for before in ("cache", "rank"):
+        ws.stage_info(request_id, before)  # refuses a missing or unfinished stage
+    req, task = ws.task(request_id)
+    reuse = bool(ws.params("edit").get("reuse_cache", True))
+    progress = sys.stderr.isatty()
+    if req["method"] == "razor":
+        p = ws.settings("edit", req, EditParams, pipeline_only=("reuse_cache",))
+        ranking = Ranking.load(ws.stage_dir(request_id, "rank"))
+        cache = FrozenCache.load(ws.stage_dir(request_id, "cache") / "cache.safetensors", task)
+        with measure() as cost:
+            probe = Probe(task, cache, reuse=reuse)
+            frozen = cache.frozen if reuse else task.frozen_similarities()
+            result = edit(task, p, ranking, probe, frozen, progress)
+        result.timing["gradients"] = result.timing.get("gradients", 0.0) + ranking.seconds
+    else:
+        p = method_params(req["method"], {**(ws.params("baselines").get(req["method"]) or {}), **req["params"]})
+        with measure() as cost:
+            result = run_method(req["method"], task, p, progress=progress)
+    info = dict(method=req["method"], params=p.model_dump(mode="json"), reuse_cache=reuse, components=result.components,
+                timing={k: round(v, 3) for k, v in result.timing.items()}, seconds=round(cost.seconds, 3),
+                peak_mb=round(cost.peak_mb, 1), delta_bytes=result.delta.nbytes)
+    with ws.output(request_id, "edit", info) as out:
+        result.delta.meta.update(forget=f"{task.axis}:{task.label}", request=request_id, seed=req["seed"])
+        result.delta.save(out / "delta.safetensors")
+        if result.rounds:
+            pq.write_table(pa.Table.from_pylist(result.rounds), out / "rounds.parquet")
+    rounds = [dict(step=i, **{k: r[k] for k in ("fa_val", "retain_val") if k in r}) for i, r in enumerate(result.rounds)]
+    write_json(ws.run_dir(request_id) / "rounds.json", rounds)
+    expansion_trace(result.rounds, ws.plot(request_id, "expansion_trace.png"))
+
+
+if __name__ == "__main__":
+    main(run, "edit")

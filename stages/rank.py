@@ -1,0 +1,24 @@
+"""Stage rank: one-pass g_f and g_r, the ratio score of every component, the selection, a scatter plot."""
+
+from __future__ import annotations
+
+from razor.config import RankParams
+from razor.editing import rank
+from razor.plots import score_scatter
+from stages.workspace import Workspace, main
+
+
+def run(ws: Workspace, request_id: str) -> None:
+    """Score every candidate component and choose the initial edit set."""
+    req, task = ws.task(request_id)
+    p = ws.settings("rank", req, RankParams)
+    info = dict(params=p.model_dump(mode="json"))
+    with ws.output(request_id, "rank", info) as out:
+        ranking = rank(task, p)
+        ranking.save(out)
+        info.update(selection=ranking.selection, components=len(ranking.scores))
+    score_scatter(ranking.scores, ranking.selection, ws.plot(request_id, "scores.png"))
+
+
+if __name__ == "__main__":
+    main(run, "rank")

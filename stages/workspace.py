@@ -1,0 +1,137 @@
+"""The workspace every stage runs in: params.yaml, data/requests/<id>.yaml, data/runs/<id>/.
+
+A stage reads its section of params.yaml, the request, and the files dvc.yaml names as its
+deps; it writes its folder data/runs/<id>/<stage>/ all at once (a temporary folder renamed
+into place, with stage.json last in it), so a killed stage leaves nothing a later stage or
+DVC could take for a result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from pydantic import ValidationError
+
+from razor.adapters.clip import load_clip
+from razor.cost import measure
+from razor.curate import Curated
+from razor.data import read_manifest
+from razor.errors import RazorError
+from razor.io import atomic_dir, atomic_path
+from razor.request import Request, RequestError, load_request
+from razor.task import Task
+
+STAGES = ("curate", "cache", "rank", "edit", "evaluate")
+MARKER = "stage.json"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    def params(self, section: str) -> dict:
+        """One section of params.yaml (safe_load)."""
+        path = self.root / "params.yaml"
+        if not path.is_file():
+            raise RazorError(f"{path} is missing; run from the project (or workspace) root that holds params.yaml")
+        raw = yaml.safe_load(path.read_text()) or {}
+        return dict(raw.get(section) or {})
+
+    def settings(self, section: str, req: dict, cls, pipeline_only: tuple[str, ...] = ()):
+        """Params of type `cls`: params.yaml's `section` (less its `pipeline_only` keys),
+        overridden by the request's own params."""
+        values = {k: v for k, v in self.params(section).items() if k not in pipeline_only}
+        return cls(**{**values, **{k: v for k, v in req["params"].items() if k in cls.model_fields}})
+
+    def request_file(self, request_id: str) -> Path:
+        return self.data / "requests" / f"{request_id}.yaml"
+
+    def request(self, request_id: str) -> Request:
+        req = load_request(self.request_file(request_id))
+        if req.id != request_id:
+            raise RequestError(f"{self.request_file(request_id)} holds request {req.id!r}; name the file {req.id}.yaml")
+        return req
+
+    def run_dir(self, request_id: str) -> Path:
+        return self.data / "runs" / request_id
+
+    def stage_dir(self, request_id: str, stage: str) -> Path:
+        return self.run_dir(request_id) / stage
+
+    def stage_info(self, request_id: str, stage: str) -> dict:
+        path = self.stage_dir(request_id, stage) / MARKER
+        if not path.is_file():
+            raise RazorError(f"stage {stage} has no result for request {request_id}; run `dvc repro {stage}@{request_id}`")
+        return json.loads(path.read_text())
+
+    def plot(self, request_id: str, name: str) -> Path:
+        return self.run_dir(request_id) / "plots" / name
+
+    def task(self, request_id: str):
+        """The curated sets loaded for the request's model: (request.json, Task)."""
+        folder = self.stage_dir(request_id, "curate")
+        info, req = self.stage_info(request_id, "curate"), json.loads((folder / "request.json").read_text())
+        axis, label = req["concept_key"].split(":", 1)
+        sets = Curated(axis, label, *(read_manifest(folder / f"{n}.parquet") for n in ("forget", "retain", "eval")))
+        task = Task.load(self.model(req["model"]), sets, req["batch_size"])
+        task.manifest_path = Path(info["source"])  # the full training data (the retrain oracle trains on it)
+        return req, task
+
+    def model(self, spec: str):
+        """`demo`, a model folder under the data root, or a hub id."""
+        local = self.data / spec
+        if spec != "demo" and local.exists():
+            if not local.resolve().is_relative_to(self.data.resolve()):
+                raise RequestError(f"model {spec!r} resolves outside the data root {self.data}; keep models inside it")
+            spec = str(local)
+        return load_clip(spec)
+
+    @contextlib.contextmanager
+    def output(self, request_id: str, stage: str, info: dict):
+        """Yield a temporary folder that becomes the stage's result only if the block succeeds;
+        `info` (which the block may add to) and the block's cost go to its stage.json."""
+        final = self.stage_dir(request_id, stage)
+        for stale in final.parent.glob(f".{stage}.*"):  # left by a killed run
+            shutil.rmtree(stale, ignore_errors=True)
+        with atomic_dir(final, MARKER) as tmp:
+            with measure() as cost:
+                yield tmp
+            info.setdefault("seconds", round(cost.seconds, 3))
+            info.setdefault("peak_mb", round(cost.peak_mb, 1))
+            write_json(tmp / MARKER, dict(stage=stage, request=request_id, **info))
+
+
+def write_json(path: Path, obj) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2))
+
+
+def main(stage_fn, stage: str) -> None:
+    """`python -m stages.<stage> REQUEST_ID [--root DIR]`: run one stage; input errors exit 2."""
+    parser = argparse.ArgumentParser(prog=f"python -m stages.{stage}", description=stage_fn.__doc__)
+    parser.add_argument("request_id")
+    parser.add_argument("--root", default=".", type=Path, help="workspace root (holds params.yaml and data/)")
+    args = parser.parse_args()
+    try:
+        torch.manual_seed(0)
+        stage_fn(Workspace(args.root.resolve()), args.request_id)
+    except RazorError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        print(f"error: invalid parameters for stage {stage} ({problems}); fix params.yaml or the request's params",
+              file=sys.stderr)
+        sys.exit(2)

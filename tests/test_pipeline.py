@@ -1,0 +1,178 @@
+"""The pipeline end to end with the real stack: Prefect (test harness), DVC (a temp git repo),
+MLflow (SQLite in the workspace). One demo request, then re-runs, a param change, a second
+request, a killed stage and a refused request."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import pytest
+import yaml
+from click.testing import CliRunner
+from mlflow import MlflowClient
+
+from flows.unlearn import StageRefused, unlearn
+from razor.cli import main
+from razor.delta import Delta
+from stages.workspace import STAGES
+from tests.workspace import dvc, dvc_env, make_workspace
+
+REQUEST = "demo-object-star"
+UNLEARN_KEYS = {"method", "forget", "components", "seconds", "peak_mb", "delta_bytes", "before", "after",
+                "utility_per_axis", "quantized", "timing"}
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory, demo_manifest, prefect_server):
+    return make_workspace(tmp_path_factory.mktemp("workspace"))
+
+
+@pytest.fixture(scope="module")
+def first(ws):
+    return unlearn(f"data/requests/{REQUEST}.yaml", str(ws))
+
+
+def client(ws) -> MlflowClient:
+    mlflow.set_tracking_uri(f"sqlite:///{ws / 'mlflow.db'}")
+    return MlflowClient()
+
+
+def lock(ws) -> dict:
+    return yaml.safe_load((ws / "dvc.lock").read_text())["stages"]
+
+
+def test_first_run_forgets_and_records_everything(ws, first):
+    report = first["report"]
+    assert first["stages_run"] == list(STAGES)
+    assert set(report) == UNLEARN_KEYS | {"mlflow_run_id", "model_version"}
+    assert report["before"]["fa1"] >= 0.8 and report["after"]["fa1"] <= 0.10
+    assert report["before"]["utility"] - report["after"]["utility"] <= 0.03
+    assert {f"{s}@{REQUEST}" for s in STAGES} <= set(lock(ws))
+
+    c = client(ws)
+    parent = c.get_run(report["mlflow_run_id"])
+    assert parent.data.tags["razor.request"] == REQUEST and parent.data.tags["git.commit"] != "unknown"
+    assert any(k.startswith("dvc.curate.") for k in parent.data.tags)
+    children = c.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(r.info.run_name for r in children) == sorted(STAGES)
+    edit = next(r for r in children if r.info.run_name == "edit")
+    rounds = json.loads((ws / "data/runs" / REQUEST / "rounds.json").read_text())
+    assert len(c.get_metric_history(edit.info.run_id, "fa_val")) == len(rounds) >= 1
+    assert float(edit.data.params["rho"]) == 1.0
+    assert {i.dataset.name for i in parent.inputs.dataset_inputs} == {f"{REQUEST}-{n}" for n in ("forget", "retain", "eval")}
+    artifacts = {a.path for a in c.list_artifacts(parent.info.run_id)}
+    assert {"dvc.lock", "model", "report.html", "request"} <= artifacts
+
+    version = c.get_model_version("clip-demo", report["model_version"])
+    assert version.run_id == parent.info.run_id and version.tags["razor.base_model"] == "demo"
+    local = c.download_artifacts(parent.info.run_id, "model", str(ws / ".."))
+    delta = Delta.load(os.path.join(local, "delta.safetensors"))
+    assert sorted(delta.meta["components"]) == sorted(report["components"])
+    assert json.load(open(os.path.join(local, "base.json")))["base_sha256"] == delta.base_sha256
+
+    html = (ws / "data/runs" / REQUEST / "evaluate" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3 and "objects:star" in html
+
+
+def test_second_run_skips_every_stage_and_reuses_the_record(ws, first):
+    again = unlearn(f"data/requests/{REQUEST}.yaml", str(ws))
+    assert again["stages_run"] == []
+    assert again["report"]["mlflow_run_id"] == first["report"]["mlflow_run_id"]
+    assert again["report"]["model_version"] == first["report"]["model_version"]
+    assert "up to date" in dvc(ws, "status").stdout
+
+
+def test_razor_run_json_is_the_unlearn_object_plus_lineage(ws, first):
+    out = CliRunner().invoke(main, ["run", str(ws / "data/requests" / f"{REQUEST}.yaml"), "--workspace", str(ws), "--json"])
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report == first["report"]
+
+
+def test_metrics_and_plots_show(ws, first, tmp_path):
+    shown = json.loads(dvc(ws, "metrics", "show", "--json").stdout)
+    metrics = next(iter(shown.values()))["data"][f"data/runs/{REQUEST}/metrics.json"]["data"]
+    assert metrics["after"]["fa1"] == first["report"]["after"]["fa1"]
+    out = dvc(ws, "plots", "show", "-o", str(tmp_path / "plots"))
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "plots" / "index.html").is_file()
+
+
+def test_changing_rho_reruns_only_edit_and_evaluate(ws, first):
+    params = ws / "params.yaml"
+    text = params.read_text()
+    try:
+        params.write_text(text.replace("rho: 1.0", "rho: 0.5"))
+        result = unlearn(f"data/requests/{REQUEST}.yaml", str(ws))
+        assert result["stages_run"] == ["edit", "evaluate"]
+        assert result["report"]["model_version"] != first["report"]["model_version"]
+        c, run_id = client(ws), result["report"]["mlflow_run_id"]
+        edit = c.search_runs([c.get_run(run_id).info.experiment_id],
+                             f"tags.mlflow.parentRunId = '{run_id}' and tags.`razor.stage` = 'edit'")[0]
+        assert float(edit.data.params["rho"]) == 0.5 and edit.data.tags["dvc.skipped"] == "false"
+    finally:
+        params.write_text(text)
+    assert unlearn(f"data/requests/{REQUEST}.yaml", str(ws))["stages_run"] == ["edit", "evaluate"]
+
+
+def test_a_second_request_keeps_the_first_intact(ws, first, tmp_path):
+    before = (ws / "data/runs" / REQUEST / "edit" / "delta.safetensors").read_bytes()
+    other = tmp_path / "slug-hana.yaml"
+    other.write_text("id: slug-hana\nmodel: demo\nconcept: {kind: identity, label: hana}\nmethod: slug\n")
+    result = unlearn(str(other), str(ws))
+    assert result["stages_run"] == list(STAGES) and result["report"]["method"] == "slug"
+    assert (ws / "data/requests/slug-hana.yaml").read_text() == other.read_text()
+    assert "slug-hana" in yaml.safe_load((ws / "params.yaml").read_text())["requests"]
+    assert "# Requests the pipeline knows" in (ws / "params.yaml").read_text()  # comments kept
+    assert (ws / "data/runs" / REQUEST / "edit" / "delta.safetensors").read_bytes() == before
+    entries = lock(ws)
+    assert {f"{s}@slug-hana" for s in STAGES} <= set(entries) and {f"{s}@{REQUEST}" for s in STAGES} <= set(entries)
+    assert "up to date" in dvc(ws, "status").stdout
+
+
+def test_a_killed_stage_leaves_nothing_taken_as_done(ws, first):
+    folder = ws / "data/runs" / REQUEST / "edit"
+    before = (folder / "delta.safetensors").read_bytes()
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--force", "--single-item", f"edit@{REQUEST}"],
+                            cwd=ws, env=dvc_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    time.sleep(12)  # inside the edit: the model is loaded, the step search is running
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not folder.exists() or (folder / "stage.json").is_file()
+    assert f"edit@{REQUEST}" in dvc(ws, "status").stdout  # DVC does not take it as done
+    evaluate = subprocess.run([sys.executable, "-m", "stages.evaluate", REQUEST], cwd=ws, env=dvc_env(),
+                              capture_output=True, text=True)
+    if not folder.exists():
+        assert evaluate.returncode == 2 and "stage edit has no result" in evaluate.stderr
+    again = unlearn(f"data/requests/{REQUEST}.yaml", str(ws))
+    assert "edit" in again["stages_run"]
+    assert (folder / "delta.safetensors").read_bytes() == before  # identical to the uninterrupted run
+    assert not list(folder.parent.glob(".edit.*"))
+
+
+def test_a_refused_request_is_not_retried_and_writes_nothing(ws, tmp_path, caplog):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("id: demo-object-unicorn\nmodel: demo\nconcept: {kind: object, label: unicorn}\n")
+    with pytest.raises(StageRefused, match="unicorn"):
+        unlearn(str(bad), str(ws))
+    assert not (ws / "data/runs/demo-object-unicorn/curate").exists()
+    assert sum("Running stage 'curate@demo-object-unicorn'" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_admit_refuses_a_different_request_under_a_taken_id(tmp_path):
+    from flows.unlearn import admit
+    from razor.request import RequestError
+    from stages.workspace import Workspace
+
+    w = Workspace(make_workspace(tmp_path / "w"))
+    other = tmp_path / "other.yaml"
+    other.write_text(f"id: {REQUEST}\nmodel: demo\nconcept: {{kind: object, label: moon}}\n")
+    with pytest.raises(RequestError, match="already at"):
+        admit(w, other)
+    assert admit(w, w.request_file(REQUEST)) == REQUEST
+    assert yaml.safe_load((w.root / "params.yaml").read_text())["requests"].count(REQUEST) == 1

@@ -1,0 +1,37 @@
+"""A pipeline workspace in a temp folder: a git + DVC repo holding the project's pipeline files."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+COPIED = ("dvc.yaml", "params.yaml", ".dvcignore", "stages", "razor", "data/requests")
+
+
+def make_workspace(path: Path, params: str | None = None) -> Path:
+    """Copy the pipeline into `path`, `git init` + `dvc init` + commit; optionally replace params.yaml."""
+    for rel in COPIED:
+        src, dst = ROOT / rel, path / rel
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+    if params is not None:
+        (path / "params.yaml").write_text(params)
+    (path / ".gitignore").write_text("data/runs/\nmlflow.db\nmlartifacts/\n")
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "ci@razor.test"],
+                ["git", "config", "user.name", "razor tests"], ["dvc", "init", "-q"],
+                ["dvc", "config", "core.analytics", "false"], ["git", "add", "-A"], ["git", "commit", "-qm", "workspace"]):
+        subprocess.run(cmd, cwd=path, check=True, capture_output=True, env=dvc_env())
+    return path
+
+
+def dvc_env() -> dict:
+    return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+def dvc(path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=path, capture_output=True, text=True, env=dvc_env())
