@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -42,9 +43,14 @@ def experiment(ws: Workspace) -> str:
     """The experiment id, created with an explicit artifact location if new."""
     mlflow.set_tracking_uri(tracking_uri(ws))
     found = mlflow.get_experiment_by_name(EXPERIMENT)
-    exp = found.experiment_id if found else mlflow.create_experiment(EXPERIMENT, (ws.root / "mlartifacts").as_uri())
-    mlflow.set_experiment(experiment_id=exp)
-    return exp
+    if found is None:
+        try:
+            mlflow.create_experiment(EXPERIMENT, (ws.root / "mlartifacts").as_uri())
+        except mlflow.exceptions.MlflowException:  # created meanwhile by a run beside this one
+            pass
+        found = mlflow.get_experiment_by_name(EXPERIMENT)
+    mlflow.set_experiment(experiment_id=found.experiment_id)
+    return found.experiment_id
 
 
 def registered_name(model: str) -> str:
@@ -145,28 +151,32 @@ def _local_source(path: Path):
     return cls(path.resolve().as_uri())
 
 
-def register(ws: Workspace, request_id: str, run_id: str, request: dict) -> str:
+def register(ws: Workspace, request_id: str, run_id: str, request: dict) -> tuple[str, str]:
     """The edited model as a new version of its registered model: the delta plus a reference to
-    its base (model id and the sha256 of every base tensor the delta touches)."""
-    delta_path = ws.stage_dir(request_id, "edit") / "delta.safetensors"
-    delta_sha = hashlib.sha256(delta_path.read_bytes()).hexdigest()
-    header = json.loads((ws.stage_dir(request_id, "edit") / "stage.json").read_text())
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "delta.safetensors").write_bytes(delta_path.read_bytes())
-        from razor.delta import Delta
+    its base (the parent version, the root model, the sha256 of every tensor the delta touches)."""
+    from flows.registry import origin, weights_sha256
+    from razor.delta import Delta
 
-        delta = Delta.load(delta_path)
+    delta_path = ws.stage_dir(request_id, "edit") / "delta.safetensors"
+    delta = Delta.load(delta_path)
+    came_from = origin(ws, request["model"])
+    adapter = ws.model(request["model"])
+    delta.apply(adapter.parameters())
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy2(delta_path, Path(tmp) / "delta.safetensors")
         (Path(tmp) / "base.json").write_text(json.dumps(dict(
-            model=request["model"], base_sha256=delta.base_sha256, edited_sha256=delta.edited_sha256,
-            components=header["components"], request=request_id), indent=2))
+            model=request["model"], **came_from, base_sha256=delta.base_sha256, edited_sha256=delta.edited_sha256,
+            components=delta.meta.get("components", []), request=request_id), indent=2))
         mlflow.log_artifacts(tmp, "model")
     client = MlflowClient()
-    name = registered_name(request["model"])
+    name = came_from["registered_model"]
     try:
-        client.get_registered_model(name)
+        client.create_registered_model(name, description=f"RAZOR edits of {came_from['base_model']} (each: parent + delta)")
     except mlflow.exceptions.MlflowException:
-        client.create_registered_model(name, description=f"RAZOR edits of {request['model']} (each version: a delta on its base)")
+        pass  # it exists
     version = client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id, tags={
-        "razor.request": request_id, "razor.base_model": request["model"], "razor.delta_sha256": delta_sha,
+        "razor.request": request_id, "razor.base_model": came_from["base_model"],
+        "razor.parent_version": came_from["version"], "razor.weights_sha256": weights_sha256(adapter.model),
+        "razor.delta_sha256": hashlib.sha256(delta_path.read_bytes()).hexdigest(),
         "razor.concept": request["concept_key"], "razor.method": request["method"]})
-    return str(version.version)
+    return name, str(version.version)

@@ -51,14 +51,16 @@ def run_stage(root: str, stage: str, request_id: str) -> bool:
     logger = get_run_logger()
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                DVC_NO_ANALYTICS="1", HF_HUB_DISABLE_PROGRESS_BARS="1", TRANSFORMERS_VERBOSITY="error")
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", f"{stage}@{request_id}"],
-                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     lines = []
-    for line in proc.stdout:
-        lines.append(line.rstrip())
-        if lines[-1].strip():
-            logger.info(lines[-1])
-    if proc.wait() != 0:
+    with Workspace(Path(root)).lock():
+        proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", f"{stage}@{request_id}"],
+                                cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        for line in proc.stdout:
+            lines.append(line.rstrip())
+            if lines[-1].strip():
+                logger.info(lines[-1])
+        proc.wait()
+    if proc.returncode != 0:
         refused = [x for x in lines if x.startswith("error: ")]
         if refused:
             raise StageRefused(refused[-1].removeprefix("error: "))
@@ -67,14 +69,15 @@ def run_stage(root: str, stage: str, request_id: str) -> bool:
 
 
 @task(name="lineage", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def record(root: str, request_id: str, ran: dict[str, bool]) -> tuple[str, str]:
-    """The MLflow record of this request's run: (run id, registered model version)."""
+def record(root: str, request_id: str, ran: dict[str, bool]) -> tuple[str, str, str]:
+    """The MLflow record of this request's run: (run id, registered model, its version)."""
     ws = Workspace(Path(root))
     entries = lineage.lock_entries(ws, request_id)
     digest = lineage.lock_digest(entries)
     exp = lineage.experiment(ws)
     if not any(ran.values()) and (previous := lineage.previous_run(ws, request_id, digest)):
-        return previous, mlflow.get_run(previous).data.tags["razor.model_version"]
+        tags = mlflow.get_run(previous).data.tags
+        return previous, tags["razor.registered_model"], tags["razor.model_version"]
     req = json.loads((ws.stage_dir(request_id, "curate") / "request.json").read_text())
     with mlflow.start_run(experiment_id=exp, run_name=request_id) as run:
         mlflow.set_tags({"razor.request": request_id, "razor.concept": req["concept_key"], "razor.method": req["method"],
@@ -90,9 +93,9 @@ def record(root: str, request_id: str, ran: dict[str, bool]) -> tuple[str, str]:
         lineage.log_datasets(ws, request_id)
         mlflow.log_metrics(lineage.flat_metrics(ws, request_id))
         mlflow.log_artifact(str(ws.stage_dir(request_id, "evaluate") / "report.html"))
-        version = lineage.register(ws, request_id, run.info.run_id, req)
-        mlflow.set_tag("razor.model_version", version)
-    return run.info.run_id, version
+        name, version = lineage.register(ws, request_id, run.info.run_id, req)
+        mlflow.set_tags({"razor.registered_model": name, "razor.model_version": version})
+    return run.info.run_id, name, version
 
 
 def admit(ws: Workspace, path: Path) -> str:
@@ -121,14 +124,16 @@ def admit(ws: Workspace, path: Path) -> str:
 @flow(name="razor-unlearn", flow_run_name="unlearn {request}")
 def unlearn(request: str, workspace: str = ".") -> dict:
     """Run one request file through the five stages and record it. Returns the request id, the
-    stages DVC ran, and the report (as `razor unlearn` gives it) with `mlflow_run_id` and `model_version`."""
+    stages DVC ran, the registered model, and the report (as `razor unlearn` gives it) with
+    `mlflow_run_id` and `model_version`."""
     ws = Workspace(Path(workspace).resolve())
     if not (ws.root / "dvc.yaml").is_file():
         raise RazorError(f"{ws.root} has no dvc.yaml; run from the project root (or pass --workspace)")
-    request_id = admit(ws, Path(request))
+    with ws.lock():
+        request_id = admit(ws, Path(request))
     ran = {stage: run_stage(str(ws.root), stage, request_id) for stage in STAGES}
-    run_id, version = record(str(ws.root), request_id, ran)
+    run_id, name, version = record(str(ws.root), request_id, ran)
     report = json.loads((ws.stage_dir(request_id, "evaluate") / "report.json").read_text())
     report.pop("lineage", None)
-    return dict(request=request_id, stages_run=[s for s in STAGES if ran[s]],
+    return dict(request=request_id, stages_run=[s for s in STAGES if ran[s]], registered_model=name,
                 report=dict(report, mlflow_run_id=run_id, model_version=version))

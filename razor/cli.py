@@ -85,7 +85,6 @@ def run_request(request_file, workspace, as_json):
 
     from flows import lineage
     from flows.unlearn import unlearn as flow
-    from razor.request import load_request
     from stages.workspace import Workspace
 
     result = flow(request_file, workspace)
@@ -97,7 +96,7 @@ def run_request(request_file, workspace, as_json):
     click.echo(table(report))
     click.echo(f"stages run: {', '.join(result['stages_run']) or 'none (DVC found every stage up to date)'}")
     click.echo(f"MLflow run {report['mlflow_run_id']} · model version {report['model_version']} "
-               f"of {lineage.registered_name(load_request(request_file).model)}")
+               f"of {result['registered_model']}")
     click.echo(f"  browse: mlflow ui --backend-store-uri {lineage.tracking_uri(ws)}")
     click.echo(f"  report: {ws.stage_dir(result['request'], 'evaluate') / 'report.html'}")
 
@@ -181,3 +180,120 @@ def check(file, data_root):
 
 if __name__ == "__main__":
     main()
+
+
+
+WORKSPACE = click.option("--workspace", default=".", show_default=True, type=click.Path(file_okay=False),
+                         help="the pipeline workspace (holds dvc.yaml, params.yaml, data/)")
+
+
+def open_workspace(path: str):
+    """The workspace at `path`, with MLflow pointed at its store."""
+    import os
+    from pathlib import Path
+
+    from stages.workspace import Workspace
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    ws = Workspace(Path(path).resolve())
+    if not (ws.root / "dvc.yaml").is_file():
+        raise RazorError(f"{ws.root} has no dvc.yaml; run from the project root (or pass --workspace)")
+    from flows import lineage
+
+    lineage.experiment(ws)
+    return ws
+
+
+@request.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@WORKSPACE
+@friendly
+def submit(file, workspace):
+    """Validate a request (schema, model, data, paths, id) and queue it for `razor intake`."""
+    from pathlib import Path
+
+    from flows import queue
+
+    req = queue.submit(open_workspace(workspace), Path(file))
+    click.echo(f"queued {req.id}: forget {req.concept.kind} {req.concept.label!r} from {req.model} ({req.method})")
+
+
+@request.command("list")
+@WORKSPACE
+@click.option("--json", "as_json", is_flag=True)
+@friendly
+def list_(workspace, as_json):
+    """Every submitted request with its state and why."""
+    from flows import queue
+
+    rows = queue.entries(open_workspace(workspace))
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for e in rows:
+        version = f" → {e['registered_model']} v{e['model_version']}" if e.get("model_version") else ""
+        click.echo(f"{e['id']:<28}{e['state']:<9}{e['submitted']}{version}  {e['reason']}")
+
+
+@main.command()
+@WORKSPACE
+@friendly
+def intake(workspace):
+    """Run every queued request now (oldest first), gate each, promote the ones that pass."""
+    from flows.intake import intake as flow
+
+    ws = open_workspace(workspace)
+    for e in flow(str(ws.root)):
+        click.echo(f"{e['id']}: {e['state']} — {e['reason']}")
+
+
+@main.command()
+@WORKSPACE
+@click.option("--interval", type=int, help="seconds between intake runs")
+@click.option("--cron", help="a cron schedule instead, e.g. '0 * * * *'")
+@friendly
+def serve(workspace, interval, cron):
+    """Serve the intake flow as a Prefect deployment on a schedule (runs until stopped)."""
+    from flows.intake import intake as flow
+
+    if (interval is None) == (cron is None):
+        raise RazorError("give exactly one of --interval SECONDS or --cron 'EXPR'")
+    ws = open_workspace(workspace)
+    flow.serve(name="razor-intake", parameters={"workspace": str(ws.root)}, interval=interval, cron=cron)
+
+
+@main.command()
+@click.argument("model")
+@click.option("--to", "version", required=True, help="the version to make production again")
+@WORKSPACE
+@friendly
+def rollback(model, version, workspace):
+    """Make an earlier version production again (its weights rebuilt and checked bit for bit)."""
+    from flows import registry
+
+    ws = open_workspace(workspace)
+    before = registry.production(model)
+    digest = registry.rollback(ws, model, version)
+    click.echo(f"{model} production: v{before} → v{version} (weights sha256 {digest[:16]}…, as registered)")
+
+
+@main.command()
+@click.argument("model_at_version", metavar="MODEL[@VERSION]")
+@WORKSPACE
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="also write the chain as JSON here")
+@friendly
+def audit(model_at_version, workspace, json_out):
+    """Rebuild a version's chain (requests, manifests, base, components, deltas, metrics) and re-hash
+    every artifact; exit 1 naming each one that changed."""
+    from flows.audit import audit as run
+    from flows.audit import render, resolve
+    from razor.io import atomic_path
+
+    ws = open_workspace(workspace)
+    result = run(ws, *resolve(model_at_version))
+    click.echo(render(result))
+    if json_out:
+        with atomic_path(json_out) as tmp:
+            tmp.write_text(json.dumps(result, indent=2))
+    if not result["ok"]:
+        sys.exit(1)

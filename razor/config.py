@@ -91,3 +91,11 @@ class CurateParams(Params):
 
 class EvaluateParams(Params):
     bits: tuple[int, ...] = Field((8, 4), min_length=1, description="weight quantisations the metrics are re-checked under")
+
+
+class GateParams(Params):
+    """The regression gate before promotion (governance): every request on the chain still forgotten,
+    utility within tolerance of the root model's."""
+
+    forget_max: float = Field(0.10, ge=0, le=1, description="FA@1 on each request's held-out forget items")
+    utility_tolerance: float = Field(0.08, ge=0, le=1, description="allowed utility drop from the root model")

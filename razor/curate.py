@@ -47,17 +47,23 @@ class Curated:
 
 
 def curate(manifest: Manifest, concept: str, retain_manifest: Manifest | None = None, forget_size: int = 256,
-           retain_size: int = 512, eval_size: int = 600, seed: int = 0) -> Curated:
-    """Select the request's items (`concept`: a label or axis:label of `manifest`)."""
+           retain_size: int = 512, eval_size: int = 600, seed: int = 0, forgotten: tuple[str, ...] = ()) -> Curated:
+    """Select the request's items (`concept`: a label or axis:label of `manifest`). Items carrying a
+    concept the model already forgot (`forgotten`, axis:label) stay out of the retain sets, so that
+    this edit neither re-learns it nor counts it as something to keep."""
     axis, label = manifest.resolve_concept(concept)
     carries = manifest.carries(axis, label)
+    earlier = [tuple(c.split(":", 1)) for c in forgotten]
+
+    def keep(r) -> bool:
+        return not any(r.get(a) == lab for a, lab in earlier)
     source = retain_manifest or manifest
     if retain_manifest is not None and axis not in retain_manifest.axes:
         raise DataError(f"the retain data has no {axis!r} column, so items carrying {axis}:{label} cannot be excluded; "
                         "give it the same label axes as the forget data")
 
     def part(m: Manifest, split: str, with_concept: bool, limit: int | None) -> Manifest:
-        p = m.split(split).filter(lambda r: bool(carries(r)) == with_concept)
+        p = m.split(split).filter(lambda r: bool(carries(r)) == with_concept and (with_concept or keep(r)))
         return p if limit is None else p.sample(limit, seed)
 
     forget = part(manifest, "train", True, forget_size)

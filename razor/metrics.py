@@ -48,6 +48,13 @@ def evaluate(task, reference: dict | None = None, seed: int = 0, bits=BITS) -> t
     return out, pred
 
 
+def forget_and_utility(task) -> tuple[float, float]:
+    """FA@1 on the held-out forget items and utility on the held-out retain items (no quantisation)."""
+    pred = predictions(task)
+    fa1 = (pred["forget_top"][:, 0] == task.concept_id).float().mean().item()
+    return fa1, float(np.mean(list(accuracy(pred["retain_top"], task.retain_test.label_ids).values())))
+
+
 def _metrics(task, reference: dict | None, seed: int) -> tuple[dict, dict]:
     cid = task.concept_id
     pred = predictions(task)

@@ -17,7 +17,7 @@ def run(ws: Workspace, request_id: str) -> None:
     p = CurateParams(**ws.params("curate"))
     method_params(req.method, req.params)  # unknown or invalid method params fail here, before any work
     if req.forget_data is None:
-        if req.model != "demo":
+        if ws.root_model(req.model) != "demo":
             raise RequestError(f"request {req.id}: forget_data is required for model {req.model!r}; "
                                "import a manifest with `razor data import` and name it in the request")
         from razor.demo.dataset import demo_manifest
@@ -29,8 +29,11 @@ def run(ws: Workspace, request_id: str) -> None:
     retain_path = req.data_path("retain_data", ws.data)
     retain = read_manifest(retain_path) if retain_path else None
     axis = req.concept.axis if req.concept.axis in manifest.axes else manifest.axes[0]
-    chosen = curate(manifest, f"{axis}:{req.concept.label}", retain, p.forget_size, p.retain_size, p.eval_size, req.seed)
-    info = dict(params=p.model_dump(), concept=chosen.concept, source=str(source), source_sha256=sha256_file(source),
+    forgotten = tuple((ws.origin(req.model) or {}).get("forgotten", ()))  # by the versions this model descends from
+    chosen = curate(manifest, f"{axis}:{req.concept.label}", retain, p.forget_size, p.retain_size, p.eval_size, req.seed,
+                    forgotten)
+    info = dict(params=p.model_dump(), concept=chosen.concept, forgotten=list(forgotten), source=str(source),
+                source_sha256=sha256_file(source),
                 sizes={k: len(getattr(chosen, k)) for k in ("forget", "retain", "eval")})
     with ws.output(request_id, "curate", info) as out:
         info["sha256"] = chosen.write(out)

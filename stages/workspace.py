@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import shutil
 import sys
@@ -31,6 +32,7 @@ from razor.task import Task
 
 STAGES = ("curate", "cache", "rank", "edit", "evaluate")
 MARKER = "stage.json"
+ORIGIN = "razor.json"  # in a model folder materialised from a registered version
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,28 @@ class Workspace:
         task = Task.load(self.model(req["model"]), sets, req["batch_size"])
         task.manifest_path = Path(info["source"])  # the full training data (the retrain oracle trains on it)
         return req, task
+
+    def origin(self, spec: str) -> dict | None:
+        """For a model folder materialised from a registered version: which one (its razor.json)."""
+        marker = self.data / spec / ORIGIN
+        return json.loads(marker.read_text()) if spec != "demo" and marker.is_file() else None
+
+    def root_model(self, spec: str) -> str:
+        """The model a request's model descends from (itself, unless it is a materialised version)."""
+        came_from = self.origin(spec)
+        return came_from["base_model"] if came_from else spec
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Exclusive use of the workspace's DVC repo and params.yaml (flows running side by side wait)."""
+        path = self.root / ".dvc" / "tmp" / "razor-workspace.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     def model(self, spec: str):
         """`demo`, a model folder under the data root, or a hub id."""

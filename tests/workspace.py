@@ -10,9 +10,10 @@ ROOT = Path(__file__).resolve().parent.parent
 COPIED = ("dvc.yaml", "params.yaml", ".dvcignore", "stages", "razor", "data/requests")
 
 
-def make_workspace(path: Path, params: str | None = None) -> Path:
-    """Copy the pipeline into `path`, `git init` + `dvc init` + commit; optionally replace params.yaml."""
-    for rel in COPIED:
+def make_workspace(path: Path, params: str | None = None, requests: bool = True) -> Path:
+    """Copy the pipeline into `path`, `git init` + `dvc init` + commit; optionally replace params.yaml;
+    without `requests`, no request files and an empty `requests:` list."""
+    for rel in COPIED if requests else [c for c in COPIED if c != "data/requests"]:
         src, dst = ROOT / rel, path / rel
         if src.is_dir():
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
@@ -21,6 +22,9 @@ def make_workspace(path: Path, params: str | None = None) -> Path:
             shutil.copy2(src, dst)
     if params is not None:
         (path / "params.yaml").write_text(params)
+    if not requests:
+        text = (path / "params.yaml").read_text()
+        (path / "params.yaml").write_text(text.replace("requests:\n  - demo-object-star\n", "requests: []\n"))
     (path / ".gitignore").write_text("data/runs/\nmlflow.db\nmlartifacts/\n")
     for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "ci@razor.test"],
                 ["git", "config", "user.name", "razor tests"], ["dvc", "init", "-q"],

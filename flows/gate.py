@@ -1,0 +1,50 @@
+"""The regression gate: before a new version becomes production, every request on its chain must
+still be forgotten and utility must stay within tolerance of the root model's."""
+
+from __future__ import annotations
+
+import json
+
+from flows import registry
+from razor.config import GateParams
+from razor.curate import Curated
+from razor.data import read_manifest
+from razor.metrics import forget_and_utility
+from razor.task import Task
+from stages.workspace import Workspace
+
+
+def sets(ws: Workspace, request_id: str) -> Curated:
+    folder = ws.stage_dir(request_id, "curate")
+    axis, label = json.loads((folder / "request.json").read_text())["concept_key"].split(":", 1)
+    return Curated(axis, label, *(read_manifest(folder / f"{n}.parquet") for n in ("forget", "retain", "eval")))
+
+
+def check(ws: Workspace, name: str, version: str, p: GateParams) -> tuple[bool, list[dict]]:
+    """(passed, one row per check) for `version` of `name`."""
+    versions = registry.chain(name, version)
+    model = ws.model(registry.materialize(ws, name, version).relative_to(ws.data).as_posix())
+    rows = []
+    for mv in versions:
+        request_id = mv.tags["razor.request"]
+        fa1, utility = forget_and_utility(Task.load(model, sets(ws, request_id)))
+        rows.append(dict(check="forgotten", request=request_id, concept=mv.tags["razor.concept"], value=fa1,
+                         limit=p.forget_max, passed=fa1 <= p.forget_max))
+    root = ws.model(versions[0].tags["razor.base_model"])
+    _, before = forget_and_utility(Task.load(root, sets(ws, versions[-1].tags["razor.request"])))
+    rows.append(dict(check="utility", request=versions[-1].tags["razor.request"], value=utility, root=before,
+                     limit=before - p.utility_tolerance, passed=utility >= before - p.utility_tolerance))
+    return all(r["passed"] for r in rows), rows
+
+
+def reason(rows: list[dict]) -> str:
+    """The failed checks in words."""
+    out = []
+    for r in rows:
+        if r["passed"]:
+            continue
+        if r["check"] == "forgotten":
+            out.append(f"{r['concept']} (request {r['request']}) is recognised again: FA@1 {r['value']:.2f} > {r['limit']:.2f}")
+        else:
+            out.append(f"utility {r['value']:.3f} fell below {r['limit']:.3f} (root model {r['root']:.3f})")
+    return "; ".join(out)

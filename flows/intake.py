@@ -1,0 +1,71 @@
+"""The intake flow: run every queued request, oldest first, against the current production version
+of its registered model, gate the result, and promote it only if the gate passes.
+
+`razor intake` runs it once; `razor serve` serves it on a schedule (a Prefect deployment).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import yaml
+from prefect import flow, get_run_logger
+
+from flows import gate, lineage, queue, registry
+from flows.unlearn import StageRefused, unlearn
+from razor.config import GateParams
+from razor.errors import RazorError
+from razor.io import atomic_path
+from stages.workspace import Workspace
+
+
+def admitted(ws: Workspace, request_id: str) -> Path:
+    """The request as it will run: its model replaced by the production version's folder, if any."""
+    req = queue.submitted(ws, request_id)
+    name = lineage.registered_name(req.model)
+    version = registry.production(name)
+    if version is not None:
+        model = registry.materialize(ws, name, version).relative_to(ws.data).as_posix()
+        req = req.model_copy(update={"model": model})
+    path = queue.folder(ws) / f"{request_id}.admitted.yaml"
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(req.model_dump(), sort_keys=False))
+    return path
+
+
+def process(ws: Workspace, request_id: str) -> dict:
+    """One queued request: unlearn, gate, promote or refuse; returns its final queue entry."""
+    logger = get_run_logger()
+    queue.set_state(ws, request_id, "running")
+    try:
+        lineage.experiment(ws)
+        result = unlearn(str(admitted(ws, request_id)), str(ws.root))
+        name, version = result["registered_model"], result["report"]["model_version"]
+        passed, rows = gate.check(ws, name, version, GateParams(**ws.params("gate")))
+        client = mlflow.MlflowClient()
+        client.set_model_version_tag(name, version, "razor.gate", "passed" if passed else "refused")
+        with mlflow.start_run(run_id=result["report"]["mlflow_run_id"]):
+            mlflow.log_dict(dict(passed=passed, checks=rows), "gate.json")
+        common = dict(registered_model=name, model_version=version, mlflow_run_id=result["report"]["mlflow_run_id"])
+        if not passed:
+            why = gate.reason(rows)
+            logger.warning(f"{request_id} refused promotion: {why}")
+            return queue.set_state(ws, request_id, "refused", f"gate: {why}", **common)
+        previous = registry.production(name)
+        registry.promote(name, version)
+        logger.info(f"{name} production: v{previous or '(base)'} → v{version}")
+        return queue.set_state(ws, request_id, "done", f"promoted to production (was {previous or 'the base model'})",
+                               **common)
+    except (StageRefused, RazorError) as e:
+        return queue.set_state(ws, request_id, "refused", str(e))
+    except Exception as e:  # noqa: BLE001 — recorded, and the next request still runs
+        logger.exception(f"{request_id} failed")
+        return queue.set_state(ws, request_id, "failed", f"{type(e).__name__}: {e}")
+
+
+@flow(name="razor-intake")
+def intake(workspace: str = ".") -> list[dict]:
+    """Run the queued requests one after another (request N edits what request N−1 produced)."""
+    ws = Workspace(Path(workspace).resolve())
+    return [process(ws, e["id"]) for e in queue.entries(ws) if e["state"] == "queued"]

@@ -1,0 +1,85 @@
+"""The request queue: data/queue/<id>.yaml (the request as submitted) and <id>.json (its state).
+
+States: queued → running → done | refused | failed, each with the reason and, once known, the
+model version it produced.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+from razor.io import atomic_path
+from razor.request import Request, RequestError, load_request
+from stages.workspace import Workspace
+
+STATES = ("queued", "running", "done", "refused", "failed")
+
+
+def folder(ws: Workspace) -> Path:
+    return ws.data / "queue"
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def check_model(ws: Workspace, spec: str) -> None:
+    """The model must be the demo, a model folder under the data root, or a hub id in the local cache."""
+    if spec == "demo":
+        return
+    local = ws.data / spec
+    if local.exists():
+        if not local.resolve().is_relative_to(ws.data.resolve()):
+            raise RequestError(f"model {spec!r} resolves outside the data root {ws.data}; keep models inside it")
+        if not (local / "config.json").is_file():
+            raise RequestError(f"model folder {local} has no config.json; it must hold a saved CLIP model")
+        return
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(spec, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise RequestError(f"model {spec!r} is neither `demo`, a folder under {ws.data}, nor a hub id in the local "
+                           "cache; download it first or copy it under the data root") from e
+
+
+def submit(ws: Workspace, path: Path) -> Request:
+    """Validate a request file (schema, model, data, paths, id) and queue it."""
+    req = load_request(path)
+    if (folder(ws) / f"{req.id}.json").exists() or ws.request_file(req.id).exists():
+        raise RequestError(f"request id {req.id!r} was already submitted; give the new request its own id")
+    check_model(ws, req.model)
+    for which in ("forget_data", "retain_data"):
+        req.data_path(which, ws.data)  # present and inside the data root
+    if req.forget_data is None and ws.root_model(req.model) != "demo":
+        raise RequestError(f"request {req.id}: forget_data is required for model {req.model!r}")
+    with atomic_path(folder(ws) / f"{req.id}.yaml") as tmp:
+        shutil.copyfile(path, tmp)
+    with ws.lock():
+        seq = 1 + max((e["seq"] for e in entries(ws)), default=0)
+        write(ws, req.id, dict(id=req.id, seq=seq, state="queued", reason="", submitted=now(), updated=now()))
+    return req
+
+
+def write(ws: Workspace, request_id: str, entry: dict) -> None:
+    with atomic_path(folder(ws) / f"{request_id}.json") as tmp:
+        tmp.write_text(json.dumps(entry, indent=2))
+
+
+def entries(ws: Workspace) -> list[dict]:
+    """Every request ever submitted, oldest first."""
+    return sorted((json.loads(p.read_text()) for p in folder(ws).glob("*.json")), key=lambda e: e["seq"])
+
+
+def set_state(ws: Workspace, request_id: str, state: str, reason: str = "", **extra) -> dict:
+    entry = json.loads((folder(ws) / f"{request_id}.json").read_text())
+    entry.update(extra, state=state, reason=reason, updated=now())
+    write(ws, request_id, entry)
+    return entry
+
+
+def submitted(ws: Workspace, request_id: str) -> Request:
+    return load_request(folder(ws) / f"{request_id}.yaml")

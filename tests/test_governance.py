@@ -1,0 +1,111 @@
+"""Governance with the real stack: intake of three sequential requests behind the regression gate
+(the third one's edit brings back what the second forgot, and is refused), audit (and
+tampering), rollback."""
+
+import json
+
+import mlflow
+import pytest
+from click.testing import CliRunner
+
+from flows import queue, registry
+from flows.gate import sets
+from flows.intake import intake
+from razor.cli import main
+from razor.metrics import forget_and_utility
+from razor.task import Task
+from stages.workspace import Workspace
+from tests.workspace import ROOT, make_workspace
+
+MODEL = "clip-demo"
+SEQUENCE = ("demo-object-star", "demo-identity-hana", "demo-style-striped")
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory, demo_manifest, prefect_server):
+    w = Workspace(make_workspace(tmp_path_factory.mktemp("governance"), requests=False))
+    mlflow.set_tracking_uri(f"sqlite:///{w.root / 'mlflow.db'}")
+    return w
+
+
+def cli(ws, *args):
+    return CliRunner().invoke(main, [*args, "--workspace", str(ws.root)])
+
+
+@pytest.fixture(scope="module")
+def sequence(ws):
+    """The three demo requests submitted, then run by one intake: each edits the previous version."""
+    for rid in SEQUENCE:
+        out = cli(ws, "request", "submit", str(ROOT / "data/requests" / f"{rid}.yaml"))
+        assert out.exit_code == 0, out.output
+    return intake(str(ws.root))
+
+
+def test_submit_refuses_bad_requests_and_duplicates(ws, sequence, tmp_path):
+    cases = {
+        "id: demo-object-star\nconcept: {kind: object, label: star}\n": "already submitted",
+        "id: x1\nmodel: nowhere/clip\nconcept: {kind: object, label: star}\n": "neither `demo`",
+        "id: x2\nconcept: {kind: object, label: star}\nforget_data: missing.parquet\n": "does not exist under the data root",
+        "id: x3\nconcept: {kind: object, label: star}\nforget_data: ../../etc/passwd\n": "relative to the data root",
+    }
+    for text, message in cases.items():
+        path = tmp_path / "r.yaml"
+        path.write_text(text)
+        out = cli(ws, "request", "submit", str(path))
+        assert out.exit_code == 2 and message in out.output, out.output
+    assert [e["id"] for e in queue.entries(ws)] == list(SEQUENCE)
+
+
+def test_sequential_requests_each_edit_the_previous_version(ws, sequence):
+    assert [e["state"] for e in sequence[:2]] == ["done", "done"], [e["reason"] for e in sequence]
+    assert [e["model_version"] for e in sequence] == ["1", "2", "3"]
+    chain = registry.chain(MODEL, "3")
+    assert [v.tags["razor.parent_version"] for v in chain] == ["", "1", "2"]
+    model = ws.model(registry.materialize(ws, MODEL, "2").relative_to(ws.data).as_posix())
+    root = ws.model("demo")
+    for rid in SEQUENCE[:2]:
+        fa1, utility = forget_and_utility(Task.load(model, sets(ws, rid)))
+        _, base_utility = forget_and_utility(Task.load(root, sets(ws, rid)))
+        assert fa1 <= 0.10 and base_utility - utility <= 0.08, (rid, fa1, base_utility, utility)
+    listed = json.loads(cli(ws, "request", "list", "--json").output)
+    assert [e["state"] for e in listed] == [e["state"] for e in sequence]
+
+
+def test_an_edit_that_brings_a_concept_back_is_refused(ws, sequence):
+    """Measured: the style edit on v2 re-enables the identity forgotten by v2's own request."""
+    entry = sequence[2]
+    assert entry["state"] == "refused" and "recognised again" in entry["reason"], entry
+    assert "identities:hana" in entry["reason"] or "objects:star" in entry["reason"]
+    assert registry.production(MODEL) == "2"
+    assert registry.chain(MODEL, "3")[-1].tags["razor.gate"] == "refused"
+
+
+def test_audit_passes_then_names_a_changed_delta_and_manifest(ws, sequence, tmp_path):
+    out = cli(ws, "audit", f"{MODEL}@3", "--json", str(tmp_path / "audit.json"))
+    assert out.exit_code == 0, out.output
+    chain = json.loads((tmp_path / "audit.json").read_text())["chain"]
+    assert [link["request"] for link in chain] == list(SEQUENCE)
+    assert [link["gate"] for link in chain] == ["passed", "passed", "refused"]
+    assert all(link["components"] and link["base_tensors"] for link in chain)
+    for target in (ws.stage_dir("demo-object-star", "edit") / "delta.safetensors",
+                   ws.stage_dir("demo-object-star", "curate") / "retain.parquet"):
+        original = target.read_bytes()
+        flipped = bytearray(original)
+        flipped[len(flipped) // 2] ^= 1
+        target.write_bytes(bytes(flipped))
+        try:
+            out = cli(ws, "audit", MODEL)
+            assert out.exit_code == 1 and "MISMATCH" in out.output and str(target) in out.output, out.output
+        finally:
+            target.write_bytes(original)
+    assert cli(ws, "audit", MODEL).exit_code == 0
+
+
+def test_rollback_restores_bit_identical_weights(ws, sequence):
+    v1 = registry.chain(MODEL, "1")[-1].tags["razor.weights_sha256"]
+    out = cli(ws, "rollback", MODEL, "--to", "1")
+    assert out.exit_code == 0, out.output
+    assert registry.production(MODEL) == "1"
+    folder = registry.materialize(ws, MODEL, "1")
+    assert registry.weights_sha256(ws.model(folder.relative_to(ws.data).as_posix()).model) == v1
+    assert cli(ws, "rollback", MODEL, "--to", "2").exit_code == 0 and registry.production(MODEL) == "2"

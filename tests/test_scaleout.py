@@ -1,0 +1,104 @@
+"""Scale-out on a real engine: `prefect server`, a process work pool and worker, three requests as
+deployment runs into one workspace; all complete and none clobbers another."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from stages.workspace import STAGES
+from tests.workspace import ROOT, make_workspace
+
+PARAMS = (ROOT / "params.yaml").read_text().replace("forget_size: 256", "forget_size: 64").replace(
+    "retain_size: 512", "retain_size: 128").replace("eval_size: 600", "eval_size: 100")
+REQUESTS = {"scale-star": "object, label: star", "scale-dotted": "style, label: dotted", "scale-hana": "identity, label: hana"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def prefect(env, *args, **kw):
+    return subprocess.run([sys.executable, "-m", "prefect", *args], env=env, capture_output=True, text=True, **kw)
+
+
+@pytest.fixture
+def server(tmp_path):
+    port = free_port()
+    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env.pop("PREFECT_PROFILES_PATH", None)
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        for _ in range(120):
+            if prefect(env, "work-pool", "ls").returncode == 0:
+                break
+            time.sleep(1)
+        else:
+            pytest.fail("prefect server did not start: " + (tmp_path / "server.log").read_text()[-2000:])
+        yield env
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(30)
+
+
+def test_three_requests_as_deployment_runs_on_a_worker(server, tmp_path, demo_manifest):
+    ws = make_workspace(tmp_path / "ws", params=PARAMS, requests=False)
+    assert prefect(server, "work-pool", "create", "razor-pool", "--type", "process").returncode == 0
+    deploy = ("from prefect import flow\n"
+              f"flow.from_source(source={str(ROOT)!r}, entrypoint='flows/unlearn.py:unlearn')"
+              ".deploy(name='unlearn', work_pool_name='razor-pool')\n")
+    out = subprocess.run([sys.executable, "-c", deploy], env=server, capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for rid, concept in REQUESTS.items():
+        (tmp_path / f"{rid}.yaml").write_text(f"id: {rid}\nmodel: demo\nconcept: {{kind: {concept}}}\nmethod: slug\n")
+    worker_log = open(tmp_path / "worker.log", "w")
+    worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "razor-pool"], env=server,
+                              stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        ids = []
+        for rid in REQUESTS:
+            out = prefect(server, "deployment", "run", "razor-unlearn/unlearn", "-p", f"request={tmp_path / f'{rid}.yaml'}",
+                          "-p", f"workspace={ws}")
+            assert out.returncode == 0, out.stderr[-2000:]
+            ids.append(next(w for w in out.stdout.split() if len(w) == 36 and w.count("-") == 4))
+        states = {}
+        for _ in range(180):
+            states = {i: flow_run_state(server, i) for i in ids}
+            if all(s in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") for s in states.values()):
+                break
+            time.sleep(5)
+        assert set(states.values()) == {"COMPLETED"}, (states, (tmp_path / "worker.log").read_text()[-4000:])
+    finally:
+        os.killpg(worker.pid, 15)
+        worker.wait(30)
+
+    lock = yaml.safe_load((ws / "dvc.lock").read_text())["stages"]
+    mlflow.set_tracking_uri(f"sqlite:///{ws / 'mlflow.db'}")
+    client = MlflowClient()
+    for rid in REQUESTS:
+        assert {f"{s}@{rid}" for s in STAGES} <= set(lock)
+        report = (ws / "data/runs" / rid / "evaluate" / "report.json")
+        assert report.is_file() and yaml.safe_load(report.read_text())["method"] == "slug"
+        assert client.search_runs([client.get_experiment_by_name("razor").experiment_id],
+                                  f"tags.`razor.request` = '{rid}' and tags.mlflow.runName = '{rid}'")
+    assert sorted(yaml.safe_load((ws / "params.yaml").read_text())["requests"]) == sorted(REQUESTS)
+    versions = client.search_model_versions("name = 'clip-demo'")
+    assert sorted(v.tags["razor.request"] for v in versions) == sorted(REQUESTS)
+
+
+def flow_run_state(env, flow_run_id: str) -> str:
+    found = re.search(r"StateType\.([A-Z]+)", prefect(env, "flow-run", "inspect", flow_run_id).stdout)
+    return found.group(1) if found else "UNKNOWN"
