@@ -35,8 +35,13 @@ STAGE_PLOTS = {"rank": ("scores.png",), "edit": ("expansion_trace.png",), "evalu
 ROUND_METRICS = ("fa_val", "retain_val", "accuracy_val", "concept_p_val")
 
 
+# The user's store, if any, as set when razor started (mlflow.set_tracking_uri below also sets
+# this variable, which must not leak one workspace's store into the next).
+USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+
+
 def tracking_uri(ws: Workspace) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{ws.root / 'mlflow.db'}"
+    return USER_TRACKING_URI or f"sqlite:///{ws.root / 'mlflow.db'}"
 
 
 def experiment(ws: Workspace) -> str:

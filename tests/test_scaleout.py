@@ -3,6 +3,7 @@ deployment runs into one workspace; all complete and none clobbers another."""
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -50,8 +51,7 @@ def server(tmp_path):
             pytest.fail("prefect server did not start: " + (tmp_path / "server.log").read_text()[-2000:])
         yield env
     finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(30)
+        stop(proc)
 
 
 def test_three_requests_as_deployment_runs_on_a_worker(server, tmp_path, demo_manifest):
@@ -82,8 +82,7 @@ def test_three_requests_as_deployment_runs_on_a_worker(server, tmp_path, demo_ma
             time.sleep(5)
         assert set(states.values()) == {"COMPLETED"}, (states, (tmp_path / "worker.log").read_text()[-4000:])
     finally:
-        os.killpg(worker.pid, 15)
-        worker.wait(30)
+        stop(worker)
 
     lock = yaml.safe_load((ws / "dvc.lock").read_text())["stages"]
     mlflow.set_tracking_uri(f"sqlite:///{ws / 'mlflow.db'}")
@@ -97,6 +96,16 @@ def test_three_requests_as_deployment_runs_on_a_worker(server, tmp_path, demo_ma
     assert sorted(yaml.safe_load((ws / "params.yaml").read_text())["requests"]) == sorted(REQUESTS)
     versions = client.search_model_versions("name = 'clip-demo'")
     assert sorted(v.tags["razor.request"] for v in versions) == sorted(REQUESTS)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group; SIGKILL it if it is still there after 30 s."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def flow_run_state(env, flow_run_id: str) -> str:
