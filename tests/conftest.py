@@ -11,6 +11,7 @@ os.environ.setdefault("RAZOR_HOME", os.path.join(_home, "razor"))
 os.environ["PREFECT_HOME"] = os.path.join(_home, "prefect")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DVC_NO_ANALYTICS"] = "1"
+os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -19,6 +20,14 @@ from transformers import CLIPModel  # noqa: E402
 from razor.adapters.clip import ClipAdapter, demo_config  # noqa: E402
 from razor.demo import world  # noqa: E402
 from razor.demo.tokenizer import build_tokenizer  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _own_mlflow_store():
+    """mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI into os.environ; drop it after each test so
+    one workspace's store never leaks into the next test or a subprocess started from it."""
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 @pytest.fixture(scope="session")
