@@ -3,21 +3,16 @@ still be forgotten and utility must stay within tolerance of the root model's.""
 
 from __future__ import annotations
 
-import json
-
 from flows import registry
 from razor.config import GateParams
 from razor.curate import Curated
-from razor.data import read_manifest
 from razor.metrics import forget_and_utility
 from razor.task import Task
 from stages.workspace import Workspace
 
 
 def sets(ws: Workspace, request_id: str) -> Curated:
-    folder = ws.stage_dir(request_id, "curate")
-    axis, label = json.loads((folder / "request.json").read_text())["concept_key"].split(":", 1)
-    return Curated(axis, label, *(read_manifest(folder / f"{n}.parquet") for n in ("forget", "retain", "eval")))
+    return ws.curated(request_id)[2]
 
 
 def check(ws: Workspace, name: str, version: str, p: GateParams) -> tuple[bool, list[dict]]:

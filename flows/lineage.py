@@ -1,7 +1,9 @@
 """MLflow lineage of one request: a parent run, a nested run per stage, datasets, the model version.
 
 Default store: sqlite:///<workspace>/mlflow.db with artifacts under <workspace>/mlartifacts
-(MLFLOW_TRACKING_URI overrides the store). Nothing here changes a stage's outputs.
+(MLFLOW_TRACKING_URI overrides the store). Nothing here changes a stage's outputs. A store that
+cannot be reached stops a request before any work (check_store): a run without its record is
+worse than no run.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pyarrow.parquet as pq
 import yaml
 from mlflow import MlflowClient
 
+from razor.errors import RazorError
 from stages.workspace import Workspace
 
 EXPERIMENT = "razor"
@@ -42,6 +45,26 @@ USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 
 def tracking_uri(ws: Workspace) -> str:
     return USER_TRACKING_URI or f"sqlite:///{ws.root / 'mlflow.db'}"
+
+
+class StoreUnreachable(RazorError):
+    """The MLflow tracking store cannot be reached."""
+
+
+def check_store(ws: Workspace) -> None:
+    """Refuse to start when the tracking store does not answer (one try, 10 s at most)."""
+    uri = tracking_uri(ws)
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10")
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as e:  # noqa: BLE001 — any failure to answer means the same to the user
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise StoreUnreachable(f"the MLflow tracking store {uri} cannot be reached ({reason}); start it, or unset "
+                               "MLFLOW_TRACKING_URI to record into the workspace's mlflow.db — nothing was run") from e
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
 def experiment(ws: Workspace) -> str:

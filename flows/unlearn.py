@@ -129,6 +129,7 @@ def unlearn(request: str, workspace: str = ".") -> dict:
     ws = Workspace(Path(workspace).resolve())
     if not (ws.root / "dvc.yaml").is_file():
         raise RazorError(f"{ws.root} has no dvc.yaml; run from the project root (or pass --workspace)")
+    lineage.check_store(ws)
     with ws.lock():
         request_id = admit(ws, Path(request))
     ran = {stage: run_stage(str(ws.root), stage, request_id) for stage in STAGES}

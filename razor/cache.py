@@ -53,9 +53,13 @@ class FrozenCache:
     @classmethod
     def load(cls, path: Path, task) -> "FrozenCache":
         """Load a cache and check that it was built for this task's data and batching."""
-        with safe_open(path, "pt") as f:
-            meta = json.loads(f.metadata()["razor.cache"])
-            t = {k: f.get_tensor(k) for k in f.keys()}
+        try:
+            with safe_open(path, "pt") as f:
+                meta = json.loads(f.metadata()["razor.cache"])
+                t = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:  # noqa: BLE001 — truncated, corrupt or foreign: the same fix
+            raise RazorError(f"the cache {path} cannot be read ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                             "re-run the cache stage") from e
 
         def series(prefix):
             return [t[f"{prefix}/{i}"] for i in range(sum(k.startswith(prefix + "/") for k in t))]
@@ -69,5 +73,7 @@ class FrozenCache:
 
 
 def probe_pixels(task) -> torch.Tensor:
-    """The validation images the step search measures: forget-val, then retain-val."""
-    return torch.cat([task.forget_val.pixels, task.retain_val.pixels])
+    """The validation images the step search measures: forget-val, retain-val, then the val items
+    of concepts the model already forgot (if any)."""
+    kept = [task.kept_val.pixels] if task.kept_val is not None else []
+    return torch.cat([task.forget_val.pixels, task.retain_val.pixels, *kept])

@@ -20,9 +20,18 @@ class SearchParams(Params):
     kappa: float = Field(1.0, ge=0, description="(ours) trade-off: forget gain − κ·retain loss")
     probes: int = Field(10, ge=1, le=40, description="step evaluations per component")
     robust_bits: int | None = Field(4, ge=2, le=8, description="(ours) a step meets the target only if it also does after this quantisation")
+    keep_forgotten: bool = Field(True, description="(ours) refuse a step that brings a concept the model already forgot "
+                                 "above forget_target on its val items")
 
 
-class RankParams(Params):
+class ObjectiveParams(Params):
+    """The forget objective on a model that already forgot other concepts (governance chains)."""
+
+    kept_weight: float = Field(0.5, ge=0, description="(ours) weight of the already-forgotten concepts' forget "
+                               "objective added to this one's, so the edit keeps them forgotten")
+
+
+class RankParams(ObjectiveParams):
     """The contribution ranking (METHOD.md §2–3): which components, how they are scored and chosen."""
 
     granularity: Literal["layer", "head", "both"] = "both"
@@ -41,7 +50,7 @@ class RankParams(Params):
         return self
 
 
-class EditParams(SearchParams):
+class EditParams(SearchParams, ObjectiveParams):
     """The iterative edit (METHOD.md §4–5)."""
 
     rho: float = Field(1.0, gt=0, le=1)
@@ -87,6 +96,7 @@ class CurateParams(Params):
     retain_size: int = Field(512, ge=1)
     eval_size: int = Field(600, ge=1, description="retain items per held-out split")
     batch_size: int = Field(128, ge=1)
+    kept_size: int = Field(128, ge=1, description="train items per already-forgotten concept (their forget objective)")
 
 
 class EvaluateParams(Params):

@@ -2,7 +2,9 @@
 
 forget: training items that carry the concept (a seeded sample of `forget_size`);
 retain: training items of the retain data that do not (`retain_size`);
-eval: every held-out (val, test) item that carries it, plus `eval_size` per split that do not.
+eval: every held-out (val, test) item that carries it, plus `eval_size` per split that do not, plus
+every held-out item carrying a concept the model already forgot (the kept-forgotten checks);
+kept: for each concept the model already forgot, `kept_size` training items carrying it (not this one).
 The same selection serves `razor unlearn` (in memory) and the pipeline's curate stage, which
 writes the three as Parquet manifests with the image bytes embedded.
 """
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from razor.data import Manifest, write_manifest
+from razor.data import Manifest, read_manifest, write_manifest
 from razor.errors import DataError
 
 
@@ -27,15 +29,29 @@ class Curated:
     forget: Manifest
     retain: Manifest
     eval: Manifest
+    forgotten: tuple[str, ...] = ()  # axis:label of the concepts the model already forgot
+    kept: Manifest | None = None
 
     @property
     def concept(self) -> str:
         return f"{self.axis}:{self.label}"
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        return ("forget", "retain", "eval") + (("kept",) if self.kept is not None else ())
+
+    @classmethod
+    def read(cls, folder: Path, concept: str, forgotten: tuple[str, ...] = ()) -> "Curated":
+        """The sets a curate stage wrote to `folder`."""
+        axis, label = concept.split(":", 1)
+        sets = {n: read_manifest(folder / f"{n}.parquet") for n in ("forget", "retain", "eval", "kept")
+                if n != "kept" or forgotten}
+        return cls(axis, label, forgotten=tuple(forgotten), **sets)
+
     def write(self, folder: Path) -> dict[str, str]:
-        """forget/retain/eval.parquet in `folder`, images embedded; returns each file's sha256."""
+        """forget/retain/eval(/kept).parquet in `folder`, images embedded; returns each file's sha256."""
         out = {}
-        for name in ("forget", "retain", "eval"):
+        for name in self.names:
             m = getattr(self, name)
             rows = [dict(r, image=m.image_bytes(r)) for r in m.rows]
             for r in rows:
@@ -47,7 +63,8 @@ class Curated:
 
 
 def curate(manifest: Manifest, concept: str, retain_manifest: Manifest | None = None, forget_size: int = 256,
-           retain_size: int = 512, eval_size: int = 600, seed: int = 0, forgotten: tuple[str, ...] = ()) -> Curated:
+           retain_size: int = 512, eval_size: int = 600, seed: int = 0, forgotten: tuple[str, ...] = (),
+           kept_size: int = 128) -> Curated:
     """Select the request's items (`concept`: a label or axis:label of `manifest`). Items carrying a
     concept the model already forgot (`forgotten`, axis:label) stay out of the retain sets, so that
     this edit neither re-learns it nor counts it as something to keep."""
@@ -66,6 +83,9 @@ def curate(manifest: Manifest, concept: str, retain_manifest: Manifest | None = 
         p = m.split(split).filter(lambda r: bool(carries(r)) == with_concept and (with_concept or keep(r)))
         return p if limit is None else p.sample(limit, seed)
 
+    def kept(split: str) -> Manifest:
+        return manifest.split(split).filter(lambda r: not carries(r) and not keep(r))
+
     forget = part(manifest, "train", True, forget_size)
     if not len(forget):
         raise DataError(f"the forget set is empty: no train-split item carries {axis}:{label}; "
@@ -77,9 +97,25 @@ def curate(manifest: Manifest, concept: str, retain_manifest: Manifest | None = 
     if empty:
         raise DataError(f"no items for {', '.join(empty)} of {axis}:{label}; the data needs train, val and test "
                         "items with and without the concept")
-    tables = [v.table.select(forget.table.column_names) for v in held.values()]
+    kept_held = [kept(s) for s in ("val", "test")] if earlier else []
+    tables = [v.table.select(forget.table.column_names) for v in [*held.values(), *kept_held]]
     evaluation = Manifest(pa.concat_tables(tables), manifest.root, manifest.axes, manifest.prompts, manifest.path,
                           manifest.labels())
     vocabulary = manifest.labels()
     return Curated(axis, label, dataclasses.replace(forget, vocabulary=vocabulary),
-                   dataclasses.replace(retain, vocabulary=vocabulary), evaluation)
+                   dataclasses.replace(retain, vocabulary=vocabulary), evaluation, tuple(forgotten),
+                   kept_train(manifest, carries, earlier, kept_size, seed))
+
+
+def kept_train(manifest: Manifest, carries, earlier: list[tuple[str, str]], size: int, seed: int) -> Manifest | None:
+    """`size` training items of each earlier forgotten concept that do not carry this one (each item once)."""
+    if not earlier:
+        return None
+    train = manifest.split("train")
+    chosen: set[str] = set()
+    for a, lab in earlier:
+        chosen |= {r["item_id"] for r in train.filter(lambda r: r.get(a) == lab and not carries(r)).sample(size, seed).rows}
+    if not chosen:
+        raise DataError(f"no training items carry the already-forgotten concepts {', '.join(':'.join(c) for c in earlier)}; "
+                        "the data must hold the items each earlier request forgot")
+    return dataclasses.replace(train.filter(lambda r: r["item_id"] in chosen), vocabulary=manifest.labels())

@@ -114,13 +114,25 @@ class Manifest:
         return hits[0], concept
 
 
-def _metadata(table: pa.Table):
+def _metadata(table: pa.Table, path: Path):
     meta = table.schema.metadata or {}
-    axes = tuple(json.loads(meta[b"razor.axes"])) if b"razor.axes" in meta else ("label",)
-    prompts = json.loads(meta[b"razor.prompts"]) if b"razor.prompts" in meta else {}
-    root = meta.get(b"razor.root", b".").decode()
-    vocabulary = json.loads(meta[b"razor.labels"]) if b"razor.labels" in meta else None
-    return axes, {a: prompts.get(a, DEFAULT_PROMPT) for a in axes}, root, vocabulary
+    fix = "re-create the manifest with `razor data import`"
+    try:
+        axes = json.loads(meta[b"razor.axes"]) if b"razor.axes" in meta else ["label"]
+        prompts = json.loads(meta[b"razor.prompts"]) if b"razor.prompts" in meta else {}
+        root = meta.get(b"razor.root", b".").decode()
+        vocabulary = json.loads(meta[b"razor.labels"]) if b"razor.labels" in meta else None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"manifest {path} has unreadable razor metadata ({e}); {fix}") from e
+    if not (isinstance(axes, list) and axes and all(isinstance(a, str) and a for a in axes) and len(set(axes)) == len(axes)):
+        raise DataError(f"manifest {path}: razor.axes must be a list of distinct column names, not {axes!r}; {fix}")
+    if not isinstance(prompts, dict) or not all(isinstance(v, str) and "{}" in v for v in prompts.values()):
+        raise DataError(f"manifest {path}: razor.prompts must map axes to templates holding {{}} "
+                        f"(e.g. 'a photo of a {{}}'), not {prompts!r}; {fix}")
+    if vocabulary is not None and not (isinstance(vocabulary, dict) and all(
+            isinstance(vocabulary.get(a), list) and all(isinstance(x, str) for x in vocabulary[a]) for a in axes)):
+        raise DataError(f"manifest {path}: razor.labels must list the labels of every axis; {fix}")
+    return tuple(axes), {a: prompts.get(a, DEFAULT_PROMPT) for a in axes}, root, vocabulary
 
 
 def read_manifest(path: str | Path, verify: bool = True) -> Manifest:
@@ -130,15 +142,25 @@ def read_manifest(path: str | Path, verify: bool = True) -> Manifest:
         raise DataError(f"manifest {path} does not exist; create one with `razor data import FOLDER --out {path}`")
     try:
         table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as e:
+    except (pa.ArrowException, OSError) as e:
         raise DataError(f"manifest {path} is not a readable Parquet file ({e}); re-create it with `razor data import`") from e
     missing = [c for c in REQUIRED if c not in table.column_names]
     if missing:
         raise DataError(f"manifest {path} lacks columns {', '.join(missing)}; it needs {', '.join(REQUIRED)}")
-    axes, prompts, root, vocabulary = _metadata(table)
+    axes, prompts, root, vocabulary = _metadata(table, path)
     absent = [a for a in axes if a not in table.column_names]
     if absent:
         raise DataError(f"manifest {path} names axes {', '.join(absent)} in its metadata but has no such columns")
+    for column in dict.fromkeys((*REQUIRED, *axes)):
+        kind = table.schema.field(column).type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind) and column in axes):
+            raise DataError(f"manifest {path}: column {column!r} holds {kind}, not text; {column} must be a string column")
+        if column in REQUIRED and table.column(column).null_count:
+            raise DataError(f"manifest {path}: column {column!r} has {table.column(column).null_count} empty values; "
+                            "every row needs item_id, path, label, caption, split and sha256")
+    if "image" in table.column_names and not pa.types.is_binary(table.schema.field("image").type) \
+            and table.column("image").null_count != table.num_rows:
+        raise DataError(f"manifest {path}: column 'image' must hold encoded image bytes (binary)")
     if table.num_rows == 0:
         raise DataError(f"manifest {path} is empty; it needs at least one image per label")
     manifest = Manifest(table, (path.parent / root).resolve(), axes, prompts, path.resolve(), vocabulary)

@@ -60,11 +60,13 @@ def step_search(probe: Probe, c: Component, params: dict, direction: dict, base:
     """The step η for one component: the smallest that meets the forget target (also after
     `robust_bits` quantisation) within the whole retain tolerance; otherwise the best forget
     gain − κ·retain loss within this edit's share of what remains. Leaves the model edited
-    by the chosen η (0: unchanged). Retain is measured as agreement with θ0's predictions."""
+    by the chosen η (0: unchanged). Retain is measured as agreement with θ0's predictions; with
+    `keep_forgotten`, a step that lets an earlier forgotten concept back above the target is out of bounds."""
     origin = {n: params[n].detach().clone() for n in c.params}
     start = probe.current
     spent = max(0.0, base.retain - start.retain)
     partial_budget = spent + (p.retain_tolerance - spent) * p.budget_share
+    kept_limit = max(p.forget_target, start.kept_fa) if p.keep_forgotten else math.inf
     w, d = c.flat(params).norm().item(), c.flat(direction).norm().item()
     if d == 0 or not math.isfinite(d):
         return 0.0, start, []
@@ -75,7 +77,7 @@ def step_search(probe: Probe, c: Component, params: dict, direction: dict, base:
         m = probe.measure(c)
         drop = base.retain - m.retain
         met = m.fa <= p.forget_target
-        ok = drop <= (p.retain_tolerance if met else partial_budget) + 1e-9
+        ok = drop <= (p.retain_tolerance if met else partial_budget) + 1e-9 and m.kept_fa <= kept_limit + 1e-9
         if met and ok and p.robust_bits:
             met = probe.measure_quantized(p.robust_bits).fa <= p.forget_target
             ok = ok and (met or drop <= partial_budget + 1e-9)
@@ -152,7 +154,7 @@ def rank(task, p: RankParams) -> Ranking:
     t0 = time.perf_counter()
     comps = candidates(task.adapter, p)
     names = sorted({n for c in comps.values() for n in c.params})
-    g_f, g_r = task.forget_gradient(names), task.retain_gradient(names)
+    g_f, g_r = task.forget_gradient(names, p.kept_weight), task.retain_gradient(names)
     scores = ratio_scores(list(comps.values()), task.adapter.parameters(), g_f, g_r, p.alpha, p.alignment, p.normalize)
     return Ranking(g_f, g_r, scores, select(scores, p.select, p.k, p.tau), p, time.perf_counter() - t0)
 
@@ -187,7 +189,7 @@ def edit(task, p: EditParams, ranking: Ranking, probe: Probe, frozen: list[torch
 
     def gradients():
         with timed(timing, "gradients"):
-            g_f, g_r = task.forget_gradient(names), task.retain_gradient(names)
+            g_f, g_r = task.forget_gradient(names, p.kept_weight), task.retain_gradient(names)
             g_m = None if frozen is None else task.drift_gradient(names, frozen)
         return g_f, g_r, g_m
 
@@ -221,7 +223,7 @@ def edit(task, p: EditParams, ranking: Ranking, probe: Probe, frozen: list[torch
             rounds.append(dict(round=r, component=c.name, score=s["score"], importance=s["importance"],
                                cos=s["cos"], eta=eta, probes=len(tried), fa_val=probe.current.fa,
                                concept_p_val=probe.current.concept_p, retain_val=probe.current.retain,
-                               accuracy_val=probe.current.accuracy, met=probe.met(p)))
+                               accuracy_val=probe.current.accuracy, kept_fa_val=probe.current.kept_fa, met=probe.met(p)))
         bar.update(1)
         bar.set_postfix(fa=f"{probe.current.fa:.2f}", retain=f"{probe.current.retain:.3f}")
         if probe.met(p):

@@ -24,6 +24,7 @@ class Measure:
     concept_p: float  # mean zero-shot probability of the concept on them (a smooth FA)
     retain: float  # share of retain-val (item, axis) top-1 predictions unchanged from θ0
     accuracy: float  # mean per-axis zero-shot accuracy on the retain-val items
+    kept_fa: float = 0.0  # the highest FA@1 among concepts the model already forgot, on their val items
 
 
 class Probe:
@@ -32,7 +33,7 @@ class Probe:
     def __init__(self, task, cache: FrozenCache | None = None, reuse: bool = True):
         self.task = task
         self.pixels = probe_pixels(task)
-        self.n_forget = len(task.forget_val)
+        self.n_forget, self.n_retain = len(task.forget_val), len(task.retain_val)
         self.reuse = reuse
         self.reference = None
         self._quantized_fa = {}
@@ -98,7 +99,8 @@ class Probe:
 
     def _score(self, images: torch.Tensor, labels: dict[str, torch.Tensor]) -> Measure:
         t = self.task
-        forget, retain = images[: self.n_forget], images[self.n_forget :]
+        forget, retain = images[: self.n_forget], images[self.n_forget : self.n_forget + self.n_retain]
+        kept = images[self.n_forget + self.n_retain :]
         logits = t.adapter.model.logit_scale.exp() * forget @ labels[t.axis].T
         fa = (logits.argmax(1) == t.concept_id).float().mean().item()
         concept_p = logits.softmax(1)[:, t.concept_id].mean().item()
@@ -113,4 +115,12 @@ class Probe:
                 same += (pred[has] == self.reference[axis][has]).sum().item()
                 total += int(has.sum())
                 accs.append((pred[has] == t.retain_val.label_ids[axis][has]).float().mean().item())
-        return Measure(fa, concept_p, same / max(total, 1), sum(accs) / max(len(accs), 1))
+        return Measure(fa, concept_p, same / max(total, 1), sum(accs) / max(len(accs), 1), self._kept_fa(kept, labels))
+
+    def _kept_fa(self, images: torch.Tensor, labels: dict[str, torch.Tensor]) -> float:
+        fas = [0.0]
+        for axis, cid in self.task.kept_ids():
+            has = self.task.kept_val.label_ids[axis] == cid
+            if has.any():
+                fas.append(((images[has] @ labels[axis].T).argmax(1) == cid).float().mean().item())
+        return max(fas)

@@ -81,13 +81,16 @@ def load_request(path: str | Path) -> Request:
     if path.stat().st_size > MAX_BYTES:
         raise RequestError(f"request file {path} is {path.stat().st_size} bytes; requests are at most {MAX_BYTES} bytes")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise RequestError(f"request file {path} is not valid YAML ({str(e).splitlines()[0]}); fix its syntax") from e
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise RequestError(f"request file {path} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8 YAML") from e
+    except (yaml.YAMLError, RecursionError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise RequestError(f"request file {path} is not valid YAML ({first}); fix its syntax") from e
     if not isinstance(raw, dict):
         raise RequestError(f"request file {path} must hold a mapping (id, model, concept, …), not {type(raw).__name__}")
     try:
-        return Request(**raw)
+        return Request.model_validate(raw)
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'request'}: {_msg(err)}" for err in e.errors())
         raise RequestError(f"request file {path} is invalid: {problems}") from e

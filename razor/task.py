@@ -31,12 +31,18 @@ class Task:
     retain_test: Pairs
     batch_size: int = 128
     manifest_path: Path | None = None
+    forgotten: tuple[str, ...] = ()  # axis:label the model already forgot (they must stay forgotten)
+    kept_val: Pairs | None = None  # held-out items carrying one of them (and not this concept)
+    kept_test: Pairs | None = None
+    kept: Pairs | None = None  # training items carrying them (their forget objective)
 
     @classmethod
     def build(cls, adapter, manifest: Manifest, concept: str, forget_size: int = 256, retain_size: int = 512,
-              eval_size: int = 600, seed: int = 0, batch_size: int = 128) -> "Task":
+              eval_size: int = 600, seed: int = 0, batch_size: int = 128, forgotten: tuple[str, ...] = (),
+              kept_size: int = 128) -> "Task":
         """Curate the sets from one manifest (see razor.curate) and load them."""
-        chosen = curate(manifest, concept, forget_size=forget_size, retain_size=retain_size, eval_size=eval_size, seed=seed)
+        chosen = curate(manifest, concept, forget_size=forget_size, retain_size=retain_size, eval_size=eval_size, seed=seed,
+                        forgotten=forgotten, kept_size=kept_size)
         return cls.load(adapter, chosen, batch_size)
 
     @classmethod
@@ -44,16 +50,21 @@ class Task:
         """Load curated sets for `adapter`: pixels, captions and label ids."""
         labels = sets.forget.labels()
         carries = sets.eval.carries(sets.axis, sets.label)
+        earlier = [tuple(c.split(":", 1)) for c in sets.forgotten]
+
+        def kind(r) -> str:
+            return "forget" if carries(r) else "kept" if any(r.get(a) == lab for a, lab in earlier) else "retain"
 
         def pairs(m: Manifest) -> Pairs:
             return Pairs.load(m, adapter.preprocess, labels)
 
-        def held(split: str, with_concept: bool) -> Pairs:
-            return pairs(sets.eval.split(split).filter(lambda r: bool(carries(r)) == with_concept))
+        def held(split: str, which: str) -> Pairs:
+            return pairs(sets.eval.split(split).filter(lambda r: kind(r) == which))
 
+        kept = dict(kept_val=held("val", "kept"), kept_test=held("test", "kept"), kept=pairs(sets.kept)) if earlier else {}
         return cls(adapter, sets.axis, sets.label, labels, sets.forget.prompts, pairs(sets.forget), pairs(sets.retain),
-                   held("val", True), held("val", False), held("test", True), held("test", False),
-                   batch_size=batch_size, manifest_path=sets.forget.path)
+                   held("val", "forget"), held("val", "retain"), held("test", "forget"), held("test", "retain"),
+                   batch_size=batch_size, manifest_path=sets.forget.path, forgotten=tuple(sets.forgotten), **kept)
 
     @property
     def concept_prompt(self) -> str:
@@ -63,11 +74,26 @@ class Task:
     def concept_id(self) -> int:
         return self.labels[self.axis].index(self.label)
 
+    def kept_ids(self) -> list[tuple[str, int]]:
+        """(axis, label id) of each concept the model already forgot."""
+        return [(a, self.labels[a].index(lab)) for a, lab in (c.split(":", 1) for c in self.forgotten)]
+
     # -- one-pass gradients (METHOD.md §2) --------------------------------------------------
-    def forget_gradient(self, names: list[str]) -> dict[str, torch.Tensor]:
-        """g_f = ∇F over D_f."""
-        concept = self.adapter.tokenize([self.concept_prompt])
-        return self.gradient(names, self.forget, lambda b: self.adapter.forget_objective(b.pixels, concept))
+    def forget_gradient(self, names: list[str], kept_weight: float = 0.0) -> dict[str, torch.Tensor]:
+        """g_f = ∇F over D_f, plus kept_weight·∇F_k over the kept items of each concept k the model
+        already forgot (so that this edit keeps pushing them away rather than undoing them)."""
+        g = self._objective_gradient(names, self.forget, self.concept_prompt)
+        if kept_weight > 0 and self.kept is not None:
+            for axis, cid in self.kept_ids():
+                has = (self.kept.label_ids[axis] == cid).nonzero().flatten()
+                if len(has):
+                    gk = self._objective_gradient(names, self.kept.subset(has), self.prompts[axis].format(self.labels[axis][cid]))
+                    g = {n: g[n] + kept_weight * gk[n] for n in names}
+        return g
+
+    def _objective_gradient(self, names: list[str], pairs: Pairs, prompt: str) -> dict[str, torch.Tensor]:
+        concept = self.adapter.tokenize([prompt])
+        return self.gradient(names, pairs, lambda b: self.adapter.forget_objective(b.pixels, concept))
 
     def retain_gradient(self, names: list[str]) -> dict[str, torch.Tensor]:
         """g_r = ∇R over D_r."""
@@ -84,7 +110,8 @@ class Task:
     def frozen_similarities(self) -> list[torch.Tensor]:
         """S_θ0 of each retain batch (cache before editing)."""
         a = self.adapter
-        return [a.encode_images(b.pixels) @ a.encode_texts(a.tokenize(b.captions)).T for b in self.retain.batches(self.batch_size)]
+        return [a.encode_images(b.pixels) @ a.encode_texts(a.tokenize(b.captions)).T
+                for b in self.retain.batches(self.batch_size)]
 
     def gradient(self, names, pairs: Pairs, loss_fn) -> dict[str, torch.Tensor]:
         params = self.adapter.parameters()

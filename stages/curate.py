@@ -31,10 +31,10 @@ def run(ws: Workspace, request_id: str) -> None:
     axis = req.concept.axis if req.concept.axis in manifest.axes else manifest.axes[0]
     forgotten = tuple((ws.origin(req.model) or {}).get("forgotten", ()))  # by the versions this model descends from
     chosen = curate(manifest, f"{axis}:{req.concept.label}", retain, p.forget_size, p.retain_size, p.eval_size, req.seed,
-                    forgotten)
+                    forgotten, p.kept_size)
     info = dict(params=p.model_dump(), concept=chosen.concept, forgotten=list(forgotten), source=str(source),
                 source_sha256=sha256_file(source),
-                sizes={k: len(getattr(chosen, k)) for k in ("forget", "retain", "eval")})
+                sizes={k: len(getattr(chosen, k)) for k in chosen.names})
     with ws.output(request_id, "curate", info) as out:
         info["sha256"] = chosen.write(out)
         write_json(out / "request.json", dict(req.model_dump(), concept_key=chosen.concept, batch_size=p.batch_size))

@@ -24,7 +24,6 @@ from pydantic import ValidationError
 from razor.adapters.clip import load_clip
 from razor.cost import measure
 from razor.curate import Curated
-from razor.data import read_manifest
 from razor.errors import RazorError
 from razor.io import atomic_dir, atomic_path
 from razor.request import Request, RequestError, load_request
@@ -83,13 +82,16 @@ class Workspace:
 
     def task(self, request_id: str):
         """The curated sets loaded for the request's model: (request.json, Task)."""
-        folder = self.stage_dir(request_id, "curate")
-        info, req = self.stage_info(request_id, "curate"), json.loads((folder / "request.json").read_text())
-        axis, label = req["concept_key"].split(":", 1)
-        sets = Curated(axis, label, *(read_manifest(folder / f"{n}.parquet") for n in ("forget", "retain", "eval")))
+        info, req, sets = self.curated(request_id)
         task = Task.load(self.model(req["model"]), sets, req["batch_size"])
         task.manifest_path = Path(info["source"])  # the full training data (the retrain oracle trains on it)
         return req, task
+
+    def curated(self, request_id: str) -> tuple[dict, dict, Curated]:
+        """The curate stage's record, its request.json and the sets it wrote."""
+        folder = self.stage_dir(request_id, "curate")
+        info, req = self.stage_info(request_id, "curate"), json.loads((folder / "request.json").read_text())
+        return info, req, Curated.read(folder, req["concept_key"], tuple(info.get("forgotten", ())))
 
     def origin(self, spec: str) -> dict | None:
         """For a model folder materialised from a registered version: which one (its razor.json)."""

@@ -39,10 +39,15 @@ def test_cached_and_uncached_step_search_give_the_same_delta(demo_manifest, tmp_
     assert all(torch.equal(a, b) for a, b in zip(cached.values, full.values))
 
 
-def test_a_cache_for_other_data_is_refused(demo_manifest, tmp_path):
+def test_a_cache_for_other_data_or_truncated_is_refused(demo_manifest, tmp_path):
     adapter = load_clip("demo")
     small = Task.build(adapter, read_manifest(demo_manifest), "objects:star", forget_size=32, retain_size=64, eval_size=50)
     FrozenCache.build(small).save(tmp_path / "c.safetensors", {})
     other = Task.build(adapter, read_manifest(demo_manifest), "objects:star", forget_size=32, retain_size=64, eval_size=80)
     with pytest.raises(RazorError, match="re-run the cache stage"):
         FrozenCache.load(tmp_path / "c.safetensors", other)
+    data = (tmp_path / "c.safetensors").read_bytes()
+    for name, broken in (("truncated", data[: len(data) // 2]), ("garbage", b"\x00" * 64), ("empty", b"")):
+        (tmp_path / name).write_bytes(broken)
+        with pytest.raises(RazorError, match="cannot be read.*re-run the cache stage"):
+            FrozenCache.load(tmp_path / name, small)

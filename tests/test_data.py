@@ -1,9 +1,10 @@
 """Manifests: import of an image folder, validation, and refusals that name the fix."""
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from razor.data import read_manifest, write_manifest
+from razor.data import load_images, read_manifest, write_manifest
 from razor.demo import world
 from razor.errors import DataError, LabelError
 
@@ -81,6 +82,34 @@ def test_duplicate_ids_and_missing_columns_are_refused(folder, tmp_path):
     pq.write_table(table.drop(["sha256"]), tmp_path / "nohash.parquet")
     with pytest.raises(DataError, match="lacks columns sha256"):
         read_manifest(tmp_path / "nohash.parquet")
+
+
+def test_wrongly_typed_columns_and_unreadable_metadata_are_refused(folder, tmp_path):
+    table = pq.read_table(import_(folder, tmp_path / "manifest.parquet"))
+    typed = table.set_column(table.column_names.index("split"), "split", pa.array(range(table.num_rows)))
+    pq.write_table(typed, tmp_path / "typed.parquet")
+    with pytest.raises(DataError, match="column 'split' holds int64, not text"):
+        read_manifest(tmp_path / "typed.parquet")
+    pq.write_table(table.replace_schema_metadata({**table.schema.metadata, b"razor.axes": b"not json"}), tmp_path / "m.parquet")
+    with pytest.raises(DataError, match="unreadable razor metadata"):
+        read_manifest(tmp_path / "m.parquet")
+    (tmp_path / "cut.parquet").write_bytes((tmp_path / "manifest.parquet").read_bytes()[:300])
+    with pytest.raises(DataError, match="not a readable Parquet file"):
+        read_manifest(tmp_path / "cut.parquet")
+
+
+def test_a_truncated_image_is_named_when_loaded(folder, tmp_path):
+    import hashlib
+
+    path = import_(folder, tmp_path / "manifest.parquet")
+    victim = folder / "star" / "3.png"
+    victim.write_bytes(victim.read_bytes()[:40])
+    table = pq.read_table(path)
+    rows = [dict(r, sha256=hashlib.sha256(victim.read_bytes()).hexdigest()) if r["path"] == "star/3.png" else r
+            for r in table.to_pylist()]
+    pq.write_table(table.from_pylist(rows, schema=table.schema), path)
+    with pytest.raises(DataError, match=r"star/3.png.*not a readable image"):
+        load_images(read_manifest(path), 32, (0.5,) * 3, (0.5,) * 3)
 
 
 def test_concepts_resolve_by_label_or_axis_label(demo_manifest):

@@ -1,6 +1,7 @@
-"""Governance with the real stack: intake of three sequential requests behind the regression gate
-(the third one's edit brings back what the second forgot, and is refused), audit (and
-tampering), rollback."""
+"""Governance with the real stack: intake of sequential requests behind the regression gate, audit
+(and tampering), rollback. The third request is the style edit with the kept-forgotten guard
+switched off: it brings back what the second forgot and is refused; the fourth, the same style
+with the guard, passes, and the production model has forgotten all three concepts."""
 
 import json
 
@@ -18,7 +19,10 @@ from stages.workspace import Workspace
 from tests.workspace import ROOT, make_workspace
 
 MODEL = "clip-demo"
-SEQUENCE = ("demo-object-star", "demo-identity-hana", "demo-style-striped")
+SEQUENCE = ("demo-object-star", "demo-identity-hana", "striped-unguarded", "demo-style-striped")
+FORGOTTEN = ("demo-object-star", "demo-identity-hana", "demo-style-striped")
+UNGUARDED = ("id: striped-unguarded\nmodel: demo\nconcept: {kind: style, label: striped}\n"
+             "params: {keep_forgotten: false, kept_weight: 0}\n")
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +37,13 @@ def cli(ws, *args):
 
 
 @pytest.fixture(scope="module")
-def sequence(ws):
-    """The three demo requests submitted, then run by one intake: each edits the previous version."""
+def sequence(ws, tmp_path_factory):
+    """The four requests submitted, then run by one intake: each edits the production version."""
+    unguarded = tmp_path_factory.mktemp("requests") / "striped-unguarded.yaml"
+    unguarded.write_text(UNGUARDED)
     for rid in SEQUENCE:
-        out = cli(ws, "request", "submit", str(ROOT / "data/requests" / f"{rid}.yaml"))
+        path = unguarded if rid == "striped-unguarded" else ROOT / "data/requests" / f"{rid}.yaml"
+        out = cli(ws, "request", "submit", str(path))
         assert out.exit_code == 0, out.output
     return intake(str(ws.root))
 
@@ -56,35 +63,40 @@ def test_submit_refuses_bad_requests_and_duplicates(ws, sequence, tmp_path):
     assert [e["id"] for e in queue.entries(ws)] == list(SEQUENCE)
 
 
-def test_sequential_requests_each_edit_the_previous_version(ws, sequence):
-    assert [e["state"] for e in sequence[:2]] == ["done", "done"], [e["reason"] for e in sequence]
-    assert [e["model_version"] for e in sequence] == ["1", "2", "3"]
-    chain = registry.chain(MODEL, "3")
+def test_three_requests_in_a_row_are_all_forgotten(ws, sequence):
+    assert [e["state"] for e in sequence] == ["done", "done", "refused", "done"], [e["reason"] for e in sequence]
+    assert [e["model_version"] for e in sequence] == ["1", "2", "3", "4"]
+    assert registry.production(MODEL) == "4"
+    chain = registry.chain(MODEL, "4")
+    assert [v.tags["razor.request"] for v in chain] == list(FORGOTTEN)
     assert [v.tags["razor.parent_version"] for v in chain] == ["", "1", "2"]
-    model = ws.model(registry.materialize(ws, MODEL, "2").relative_to(ws.data).as_posix())
-    root = ws.model("demo")
-    for rid in SEQUENCE[:2]:
-        fa1, utility = forget_and_utility(Task.load(model, sets(ws, rid)))
-        _, base_utility = forget_and_utility(Task.load(root, sets(ws, rid)))
-        assert fa1 <= 0.10 and base_utility - utility <= 0.08, (rid, fa1, base_utility, utility)
+    model = ws.model(registry.materialize(ws, MODEL, "4").relative_to(ws.data).as_posix())
+    for rid in FORGOTTEN:
+        fa1, _ = forget_and_utility(Task.load(model, sets(ws, rid)))
+        assert fa1 <= 0.10, (rid, fa1)
+    # utility on held-out items that carry none of the forgotten concepts (the last request's retain set)
+    _, utility = forget_and_utility(Task.load(model, sets(ws, FORGOTTEN[-1])))
+    _, base_utility = forget_and_utility(Task.load(ws.model("demo"), sets(ws, FORGOTTEN[-1])))
+    assert base_utility - utility <= 0.08, (base_utility, utility)
     listed = json.loads(cli(ws, "request", "list", "--json").output)
     assert [e["state"] for e in listed] == [e["state"] for e in sequence]
 
 
 def test_an_edit_that_brings_a_concept_back_is_refused(ws, sequence):
-    """Measured: the style edit on v2 re-enables the identity forgotten by v2's own request."""
+    """Measured: without the guard, the style edit on v2 re-enables the identity v2 forgot."""
     entry = sequence[2]
     assert entry["state"] == "refused" and "recognised again" in entry["reason"], entry
     assert "identities:hana" in entry["reason"] or "objects:star" in entry["reason"]
-    assert registry.production(MODEL) == "2"
     assert registry.chain(MODEL, "3")[-1].tags["razor.gate"] == "refused"
+    # production stayed at v2: the next request edited v2, not the refused v3
+    assert registry.chain(MODEL, "4")[-1].tags["razor.parent_version"] == "2"
 
 
 def test_audit_passes_then_names_a_changed_delta_and_manifest(ws, sequence, tmp_path):
     out = cli(ws, "audit", f"{MODEL}@3", "--json", str(tmp_path / "audit.json"))
     assert out.exit_code == 0, out.output
     chain = json.loads((tmp_path / "audit.json").read_text())["chain"]
-    assert [link["request"] for link in chain] == list(SEQUENCE)
+    assert [link["request"] for link in chain] == list(SEQUENCE[:3])
     assert [link["gate"] for link in chain] == ["passed", "passed", "refused"]
     assert all(link["components"] and link["base_tensors"] for link in chain)
     for target in (ws.stage_dir("demo-object-star", "edit") / "delta.safetensors",
@@ -108,4 +120,4 @@ def test_rollback_restores_bit_identical_weights(ws, sequence):
     assert registry.production(MODEL) == "1"
     folder = registry.materialize(ws, MODEL, "1")
     assert registry.weights_sha256(ws.model(folder.relative_to(ws.data).as_posix()).model) == v1
-    assert cli(ws, "rollback", MODEL, "--to", "2").exit_code == 0 and registry.production(MODEL) == "2"
+    assert cli(ws, "rollback", MODEL, "--to", "4").exit_code == 0 and registry.production(MODEL) == "4"

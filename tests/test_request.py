@@ -43,6 +43,13 @@ def test_oversized_request_is_refused(tmp_path):
         load_request(write(tmp_path, "id: x\n# " + "x" * 70_000 + "\n"))
 
 
+def test_a_request_that_is_not_utf8_text_is_refused(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_bytes(b"id: x\nconcept: {kind: object, label: \xff\xfe}\n")
+    with pytest.raises(RequestError, match="is not UTF-8 text.*save it as UTF-8"):
+        load_request(path)
+
+
 def test_symlink_out_of_the_data_root_is_refused(tmp_path):
     root = tmp_path / "data"
     root.mkdir()

@@ -1,8 +1,11 @@
 """Scale-out on a real engine: `prefect server`, a process work pool and worker, three requests as
-deployment runs into one workspace; all complete and none clobbers another."""
+deployment runs into one workspace; all complete and none clobbers another. Concurrency: two
+requests on different models as flow runs at the same time give what they give one after another."""
 
+import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -97,6 +100,53 @@ def test_three_requests_as_deployment_runs_on_a_worker(server, tmp_path, demo_ma
     assert sorted(yaml.safe_load((ws / "params.yaml").read_text())["requests"]) == sorted(REQUESTS)
     versions = client.search_model_versions("name = 'clip-demo'")
     assert sorted(v.tags["razor.request"] for v in versions) == sorted(REQUESTS)
+
+
+CONCURRENT = {"conc-star": ("demo", "object, label: star"), "conc-hana": ("models/demo-b", "identity, label: hana")}
+
+
+def razor_runs(env, ws, requests: list, together: bool) -> dict:
+    """`razor run` each request file against the server in `env`, all at once or one after another."""
+    cmd = [shutil.which("razor", path=env["PATH"]), "run", "--workspace", str(ws), "--json"]
+    results = {}
+    if together:
+        procs = {p: subprocess.Popen([*cmd[:2], str(p), *cmd[2:]], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True) for p in requests}
+        outs = {p: proc.communicate() + (proc.returncode,) for p, proc in procs.items()}
+    else:
+        outs = {}
+        for p in requests:
+            out = subprocess.run([*cmd[:2], str(p), *cmd[2:]], env=env, capture_output=True, text=True)
+            outs[p] = (out.stdout, out.stderr, out.returncode)
+    for p, (stdout, stderr, rc) in outs.items():
+        assert rc == 0, stderr[-3000:]
+        results[p.stem] = json.loads(stdout.strip().splitlines()[-1])
+    return results
+
+
+def test_two_requests_on_different_models_at_once_equal_sequential_runs(server, tmp_path, demo_manifest):
+    requests = []
+    for rid, (model, concept) in CONCURRENT.items():
+        requests.append(tmp_path / f"{rid}.yaml")
+        requests[-1].write_text(f"id: {rid}\nmodel: {model}\nconcept: {{kind: {concept}}}\nmethod: slug\n")
+    spaces = {}
+    for mode in ("together", "sequential"):
+        ws = spaces[mode] = make_workspace(tmp_path / mode, params=PARAMS, requests=False)
+        shutil.copytree(ROOT / "razor/demo/model", ws / "data/models/demo-b")
+        reports = razor_runs(server, ws, requests, together=mode == "together")
+        assert {r["model_version"] for r in reports.values()} == {"1"}  # each request its own registered model
+    for rid in CONCURRENT:
+        runs = [spaces[m] / "data/runs" / rid for m in ("together", "sequential")]
+        assert (runs[0] / "edit/delta.safetensors").read_bytes() == (runs[1] / "edit/delta.safetensors").read_bytes()
+        after = [json.loads((r / "evaluate/report.json").read_text())["after"] for r in runs]
+        assert after[0] == after[1]
+        assert not [p for p in runs[0].rglob(".*") if p.name != ".gitignore"]  # no temporary left behind
+    mlflow.set_tracking_uri(f"sqlite:///{spaces['together'] / 'mlflow.db'}")
+    client = MlflowClient()
+    parents = client.search_runs([client.get_experiment_by_name("razor").experiment_id], "tags.`razor.request` != ''")
+    assert sorted(r.data.tags["razor.request"] for r in parents if "mlflow.parentRunId" not in r.data.tags) == sorted(CONCURRENT)
+    names = {v.name for v in client.search_model_versions("")}
+    assert names == {"clip-demo", "clip-models-demo-b"}
 
 
 def stop(proc: subprocess.Popen) -> None:

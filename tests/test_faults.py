@@ -1,0 +1,87 @@
+"""Injected faults: a write that fails midway, a process killed while holding the workspace, the
+MLflow tracking store unreachable. Each leaves nothing a later step could take for a result."""
+
+import errno
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+import razor.data
+from flows import lineage
+from razor.io import atomic_path
+from stages import curate
+from stages.workspace import Workspace
+from tests.workspace import ROOT, dvc_env, make_workspace
+
+REQUEST = "demo-object-star"
+
+
+def disk_full_after_half(write):
+    """A writer that writes half of what it should, then fails as a full disk does."""
+    def failing(table, where, *args, **kwargs):
+        write(table, where, *args, **kwargs)
+        data = Path(where).read_bytes()
+        Path(where).write_bytes(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device", str(where))
+    return failing
+
+
+def test_a_stage_whose_write_fails_midway_leaves_no_result(tmp_path, demo_manifest, monkeypatch):
+    ws = Workspace(make_workspace(tmp_path / "ws"))
+    monkeypatch.setattr(razor.data.pq, "write_table", disk_full_after_half(pq.write_table))
+    with pytest.raises(OSError, match="No space left"):
+        curate.run(ws, REQUEST)
+    run = ws.run_dir(REQUEST)
+    assert not (run / "curate").exists()
+    assert not list(run.rglob("*.parquet")) and not list(run.glob(".curate.*"))
+
+
+def test_a_file_write_that_fails_midway_keeps_the_old_file(tmp_path):
+    target = tmp_path / "metrics.json"
+    target.write_text('{"fa1": 0.05}')
+    with pytest.raises(OSError):
+        with atomic_path(target) as tmp:
+            tmp.write_text('{"fa1": 0.')
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert target.read_text() == '{"fa1": 0.05}' and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_a_killed_process_never_leaves_the_workspace_locked(tmp_path):
+    (tmp_path / ".dvc").mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\nfrom stages.workspace import Workspace\n"
+         f"with Workspace(Path({str(tmp_path)!r})).lock():\n    print('locked', flush=True)\n    time.sleep(600)\n"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True, env=dvc_env())
+    assert holder.stdout.readline().strip() == "locked"
+    taken = threading.Event()
+
+    def take():
+        with Workspace(tmp_path).lock():
+            taken.set()
+
+    waiter = threading.Thread(target=take, daemon=True)
+    waiter.start()
+    assert not taken.wait(2)  # held
+    holder.kill()
+    holder.wait()
+    assert taken.wait(30)  # the OS released it with the process
+
+
+def test_an_unreachable_tracking_store_stops_the_request_before_any_work(tmp_path, monkeypatch, prefect_server):
+    from flows.unlearn import unlearn
+
+    ws = make_workspace(tmp_path / "ws", requests=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    monkeypatch.setattr(lineage, "USER_TRACKING_URI", f"http://127.0.0.1:{port}")
+    params = (ws / "params.yaml").read_text()
+    with pytest.raises(lineage.StoreUnreachable, match=f"127.0.0.1:{port} cannot be reached.*nothing was run"):
+        unlearn(str(ROOT / "data/requests" / f"{REQUEST}.yaml"), str(ws))
+    assert (ws / "params.yaml").read_text() == params
+    assert not (ws / "data/requests").exists() and not (ws / "data/runs").exists() and not (ws / "dvc.lock").exists()
