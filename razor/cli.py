@@ -137,6 +137,21 @@ def train(data, out, exclude, steps, seed):
     click.echo(f"trained in {record['seconds']:.0f}s; zero-shot test accuracy: {acc}; saved to {out}")
 
 
+@demo.command("train-vlm")
+@click.option("--data", type=click.Path(dir_okay=False), help="Parquet manifest (default: the demo world)")
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--steps", default=1200, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=0, show_default=True)
+@friendly
+def train_vlm(data, out, steps, seed):
+    """Train the demo VLM (a tiny LLaVA on the demo CLIP's vision tower) on demo-world questions."""
+    from razor.demo.vlm import train_vlm as run
+
+    record = run(out, data, seed=seed, steps=steps)
+    acc = ", ".join(f"{k} {v:.3f}" for k, v in record["test_accuracy"].items())
+    click.echo(f"trained in {record['seconds']:.0f}s; test answer accuracy: {acc}; saved to {out}")
+
+
 @main.group()
 def data():
     """Datasets as Parquet manifests."""

@@ -1,0 +1,155 @@
+"""The demo VLM: a tiny LLaVA — the demo CLIP's vision tower, a small Llama language model and a
+word-level tokenizer — trained on demo-world questions (`razor demo train-vlm`).
+
+    <s> <image>×16 who is this ? → hana </s>
+    <s> <image>×16 what shape is this ? → star </s>
+    <s> <image>×16 what style is this drawn in ? → dotted </s>
+
+The vision tower is copied from the demo CLIP and frozen; the projector and the language model
+are trained on the train split's answer tokens. `evaluate_vlm` reports the share of greedy
+answers that are right, per question type, on a split.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from tqdm import tqdm
+from transformers import CLIPModel, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, PreTrainedTokenizerFast
+
+from razor.data import Manifest, read_manifest
+from razor.demo import world
+from razor.io import atomic_dir, sha256_file
+from razor.pairs import Pairs
+
+DEMO_CLIP = Path(__file__).parent / "model"
+DEMO_VLM = Path(__file__).parent / "vlm"
+QUESTIONS = {"identities": "who is this ?", "objects": "what shape is this ?", "styles": "what style is this drawn in ?"}
+SPECIALS = ("<pad>", "<s>", "</s>", "<unk>", "<image>")
+PREPROCESS = {"size": 32, "mean": (0.5,) * 3, "std": (0.5,) * 3}
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over the questions and every label of the demo world (offline)."""
+    words = {w for q in QUESTIONS.values() for w in q.split()} | {lab for labs in world.labels().values() for lab in labs}
+    vocab = {t: i for i, t in enumerate([*SPECIALS, *sorted(words)])}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>", extra_special_tokens={"image_token": "<image>"})
+
+
+def demo_vlm_config(tokenizer, clip: CLIPModel) -> LlavaConfig:
+    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64,
+                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                       pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+    vision = clip.config.vision_config
+    patches = (vision.image_size // vision.patch_size) ** 2
+    return LlavaConfig(vision_config=vision.to_dict(), text_config=text.to_dict(),
+                       image_token_index=tokenizer.convert_tokens_to_ids("<image>"), image_seq_length=patches,
+                       vision_feature_layer=-1, vision_feature_select_strategy="default", projector_hidden_act="gelu")
+
+
+def questions(manifest: Manifest) -> list[tuple[int, str, str]]:
+    """(row, axis, answer) for every question a row's labels answer."""
+    return [(i, axis, r[axis]) for i, r in enumerate(manifest.rows) for axis in QUESTIONS if r.get(axis)]
+
+
+def encode(tokenizer, image_tokens: int, question: str, answer: str | None = None) -> tuple[list[int], int]:
+    """Token ids of one prompt (and answer + </s>), and where the answer starts."""
+    prompt = tokenizer.convert_tokens_to_ids(["<s>", *["<image>"] * image_tokens, *question.split()])
+    tail = [] if answer is None else [*tokenizer.convert_tokens_to_ids([answer]), tokenizer.eos_token_id]
+    return prompt + tail, len(prompt)
+
+
+def batch_inputs(tokenizer, image_tokens: int, items: list[tuple[str, str | None]]) -> dict[str, torch.Tensor]:
+    """Left-padded input ids, attention mask and labels (answer tokens only) for (question, answer) items."""
+    encoded = [encode(tokenizer, image_tokens, q, a) for q, a in items]
+    width = max(len(ids) for ids, _ in encoded)
+    ids = torch.full((len(items), width), tokenizer.pad_token_id)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    labels = torch.full((len(items), width), -100)
+    for row, (seq, start) in enumerate(encoded):
+        pad = width - len(seq)
+        ids[row, pad:] = torch.tensor(seq)
+        mask[row, pad:] = 1
+        labels[row, pad + start:] = torch.tensor(seq[start:], dtype=torch.long)
+    return dict(input_ids=ids, attention_mask=mask, labels=labels)
+
+
+@torch.no_grad()
+def answers(model, tokenizer, pixels: torch.Tensor, asked: list[str], batch_size: int = 256) -> list[str]:
+    """The greedy first answer word to each (image, question)."""
+    out = []
+    n = model.config.image_seq_length
+    for s in range(0, len(asked), batch_size):
+        inputs = batch_inputs(tokenizer, n, [(q, None) for q in asked[s:s + batch_size]])
+        inputs.pop("labels")
+        logits = model(pixel_values=pixels[s:s + batch_size], **inputs, logits_to_keep=1).logits[:, -1]
+        out += tokenizer.convert_ids_to_tokens(logits.argmax(-1).tolist())
+    return out
+
+
+def evaluate_vlm(model, tokenizer, manifest: Manifest) -> dict[str, float]:
+    """Share of right answers per question type (axis) on a manifest."""
+    qs = questions(manifest)
+    pixels = Pairs.load(manifest, PREPROCESS).pixels
+    got = answers(model.eval(), tokenizer, pixels[[i for i, _, _ in qs]], [QUESTIONS[a] for _, a, _ in qs])
+    right: dict[str, list[bool]] = {}
+    for (_, axis, truth), said in zip(qs, got):
+        right.setdefault(axis, []).append(said == truth)
+    return {axis: sum(v) / len(v) for axis, v in right.items()}
+
+
+def train_vlm(out: str | Path, manifest_path: str | Path | None = None, seed: int = 0, steps: int = 1200,
+              batch_size: int = 96, lr: float = 3e-3, progress: bool = True) -> dict:
+    """Train the demo VLM on the train split and write it to `out` (atomically) with `training.json`."""
+    from razor.demo.dataset import demo_manifest
+
+    torch.manual_seed(seed)
+    manifest = read_manifest(manifest_path or demo_manifest())
+    tokenizer = build_tokenizer()
+    clip = CLIPModel.from_pretrained(DEMO_CLIP, use_safetensors=True)
+    model = LlavaForConditionalGeneration(demo_vlm_config(tokenizer, clip))
+    model.model.vision_tower.load_state_dict(clip.vision_model.state_dict(), strict=False)
+    model.model.vision_tower.requires_grad_(False)
+    train = manifest.split("train")
+    qs = questions(train)
+    pixels = Pairs.load(train, PREPROCESS).pixels
+    trained = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trained, lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    gen = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
+    model.train()
+    for _ in tqdm(range(steps), desc="train demo VLM", disable=not progress, leave=False):
+        pick = torch.randint(len(qs), (batch_size,), generator=gen).tolist()
+        items = [qs[i] for i in pick]
+        inputs = batch_inputs(tokenizer, model.config.image_seq_length, [(QUESTIONS[a], ans) for _, a, ans in items])
+        loss = model(pixel_values=pixels[[i for i, _, _ in items]], **inputs).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    seconds = time.perf_counter() - t0
+    accuracy = evaluate_vlm(model, tokenizer, manifest.split("test"))
+    info = dict(seed=seed, steps=steps, batch_size=batch_size, lr=lr, seconds=round(seconds, 1),
+                manifest_sha256=sha256_file(manifest.path), test_accuracy=accuracy,
+                clip_sha256=sha256_file(DEMO_CLIP / "model.safetensors"))
+    with atomic_dir(out, "training.json") as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "training.json").write_text(json.dumps(info, indent=2))
+    return info
+
+
+def load_demo_vlm(folder: str | Path = DEMO_VLM):
+    """The committed demo VLM and its tokenizer (safetensors only)."""
+    model = LlavaForConditionalGeneration.from_pretrained(folder, use_safetensors=True).eval()
+    return model, PreTrainedTokenizerFast.from_pretrained(folder)
