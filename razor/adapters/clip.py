@@ -72,9 +72,7 @@ class ClipAdapter:
         self.tokenizer = tokenizer
         self.preprocess = preprocess
         self.source = source
-        for name, param in model.named_parameters():
-            if not torch.isfinite(param).all():
-                raise NumericalError(f"parameter {name} holds NaN or Inf values; the checkpoint is corrupt — re-export or re-train it")
+        check_finite(model)
         if not self.components("layer"):
             raise ModelError(
                 "the model has no transformer blocks (0 encoder layers in both towers); "
@@ -153,6 +151,14 @@ class ClipAdapter:
         """M: mean squared change of the image–text similarity matrix of a retain batch vs θ0."""
         sim = self.encode_images(pixels) @ self.encode_texts(captions).T
         return ((sim - frozen) ** 2).mean()
+
+
+def check_finite(model: torch.nn.Module) -> None:
+    """Refuse weights holding NaN or Inf, naming the parameter."""
+    for name, param in model.named_parameters():
+        if not torch.isfinite(param).all():
+            raise NumericalError(f"parameter {name} holds NaN or Inf values; the checkpoint is corrupt — "
+                                 "re-export or re-train it")
 
 
 def contrastive_loss(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:

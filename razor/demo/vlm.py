@@ -6,8 +6,8 @@ word-level tokenizer — trained on demo-world questions (`razor demo train-vlm`
     <s> <image>×16 what style is this drawn in ? → dotted </s>
 
 The vision tower is copied from the demo CLIP and frozen; the projector and the language model
-are trained on the train split's answer tokens. `evaluate_vlm` reports the share of greedy
-answers that are right, per question type, on a split.
+are trained on the train split's answer tokens (through `razor.adapters.llava`). `evaluate_vlm`
+reports the share of greedy answers that are right, per question type, on a split.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from tqdm import tqdm
 from transformers import CLIPModel, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, PreTrainedTokenizerFast
 
+from razor.adapters.llava import LlavaAdapter
 from razor.data import Manifest, read_manifest
 from razor.demo import world
 from razor.io import atomic_dir, sha256_file
@@ -61,46 +62,12 @@ def questions(manifest: Manifest) -> list[tuple[int, str, str]]:
     return [(i, axis, r[axis]) for i, r in enumerate(manifest.rows) for axis in QUESTIONS if r.get(axis)]
 
 
-def encode(tokenizer, image_tokens: int, question: str, answer: str | None = None) -> tuple[list[int], int]:
-    """Token ids of one prompt (and answer + </s>), and where the answer starts."""
-    prompt = tokenizer.convert_tokens_to_ids(["<s>", *["<image>"] * image_tokens, *question.split()])
-    tail = [] if answer is None else [*tokenizer.convert_tokens_to_ids([answer]), tokenizer.eos_token_id]
-    return prompt + tail, len(prompt)
-
-
-def batch_inputs(tokenizer, image_tokens: int, items: list[tuple[str, str | None]]) -> dict[str, torch.Tensor]:
-    """Left-padded input ids, attention mask and labels (answer tokens only) for (question, answer) items."""
-    encoded = [encode(tokenizer, image_tokens, q, a) for q, a in items]
-    width = max(len(ids) for ids, _ in encoded)
-    ids = torch.full((len(items), width), tokenizer.pad_token_id)
-    mask = torch.zeros((len(items), width), dtype=torch.long)
-    labels = torch.full((len(items), width), -100)
-    for row, (seq, start) in enumerate(encoded):
-        pad = width - len(seq)
-        ids[row, pad:] = torch.tensor(seq)
-        mask[row, pad:] = 1
-        labels[row, pad + start:] = torch.tensor(seq[start:], dtype=torch.long)
-    return dict(input_ids=ids, attention_mask=mask, labels=labels)
-
-
-@torch.no_grad()
-def answers(model, tokenizer, pixels: torch.Tensor, asked: list[str], batch_size: int = 256) -> list[str]:
-    """The greedy first answer word to each (image, question)."""
-    out = []
-    n = model.config.image_seq_length
-    for s in range(0, len(asked), batch_size):
-        inputs = batch_inputs(tokenizer, n, [(q, None) for q in asked[s:s + batch_size]])
-        inputs.pop("labels")
-        logits = model(pixel_values=pixels[s:s + batch_size], **inputs, logits_to_keep=1).logits[:, -1]
-        out += tokenizer.convert_ids_to_tokens(logits.argmax(-1).tolist())
-    return out
-
-
-def evaluate_vlm(model, tokenizer, manifest: Manifest) -> dict[str, float]:
+def evaluate_vlm(adapter: LlavaAdapter, manifest: Manifest) -> dict[str, float]:
     """Share of right answers per question type (axis) on a manifest."""
     qs = questions(manifest)
     pixels = Pairs.load(manifest, PREPROCESS).pixels
-    got = answers(model.eval(), tokenizer, pixels[[i for i, _, _ in qs]], [QUESTIONS[a] for _, a, _ in qs])
+    adapter.model.eval()
+    got = adapter.answers(pixels[[i for i, _, _ in qs]], [QUESTIONS[a] for _, a, _ in qs])
     right: dict[str, list[bool]] = {}
     for (_, axis, truth), said in zip(qs, got):
         right.setdefault(axis, []).append(said == truth)
@@ -117,8 +84,9 @@ def train_vlm(out: str | Path, manifest_path: str | Path | None = None, seed: in
     tokenizer = build_tokenizer()
     clip = CLIPModel.from_pretrained(DEMO_CLIP, use_safetensors=True)
     model = LlavaForConditionalGeneration(demo_vlm_config(tokenizer, clip))
-    model.model.vision_tower.load_state_dict(clip.vision_model.state_dict(), strict=False)
+    model.model.vision_tower.load_state_dict(clip.vision_model.state_dict())
     model.model.vision_tower.requires_grad_(False)
+    adapter = LlavaAdapter(model, tokenizer, PREPROCESS, "demo-vlm")
     train = manifest.split("train")
     qs = questions(train)
     pixels = Pairs.load(train, PREPROCESS).pixels
@@ -131,14 +99,14 @@ def train_vlm(out: str | Path, manifest_path: str | Path | None = None, seed: in
     for _ in tqdm(range(steps), desc="train demo VLM", disable=not progress, leave=False):
         pick = torch.randint(len(qs), (batch_size,), generator=gen).tolist()
         items = [qs[i] for i in pick]
-        inputs = batch_inputs(tokenizer, model.config.image_seq_length, [(QUESTIONS[a], ans) for _, a, ans in items])
-        loss = model(pixel_values=pixels[[i for i, _, _ in items]], **inputs).loss
+        loss = adapter.answer_loss(pixels[[i for i, _, _ in items]], [QUESTIONS[a] for _, a, _ in items],
+                                   [ans for _, _, ans in items])
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
     seconds = time.perf_counter() - t0
-    accuracy = evaluate_vlm(model, tokenizer, manifest.split("test"))
+    accuracy = evaluate_vlm(adapter, manifest.split("test"))
     info = dict(seed=seed, steps=steps, batch_size=batch_size, lr=lr, seconds=round(seconds, 1),
                 manifest_sha256=sha256_file(manifest.path), test_accuracy=accuracy,
                 clip_sha256=sha256_file(DEMO_CLIP / "model.safetensors"))
@@ -149,7 +117,7 @@ def train_vlm(out: str | Path, manifest_path: str | Path | None = None, seed: in
     return info
 
 
-def load_demo_vlm(folder: str | Path = DEMO_VLM):
+def load_demo_vlm(folder: str | Path = DEMO_VLM) -> LlavaAdapter:
     """The committed demo VLM and its tokenizer (safetensors only)."""
     model = LlavaForConditionalGeneration.from_pretrained(folder, use_safetensors=True).eval()
-    return model, PreTrainedTokenizerFast.from_pretrained(folder)
+    return LlavaAdapter(model, PreTrainedTokenizerFast.from_pretrained(folder), PREPROCESS, str(folder))
