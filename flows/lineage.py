@@ -160,10 +160,12 @@ def flat_metrics(ws: Workspace, request_id: str) -> dict:
 
 
 def log_datasets(ws: Workspace, request_id: str) -> None:
-    """The forget / retain / eval manifests as MLflow datasets (digest: the file's sha256)."""
+    """The forget / retain / eval (and kept) manifests as MLflow datasets (digest: the file's sha256)."""
     folder = ws.stage_dir(request_id, "curate")
-    for name in ("forget", "retain", "eval"):
+    for name in ("forget", "retain", "eval", "kept"):
         path = folder / f"{name}.parquet"
+        if not path.is_file():  # kept: only on a model that already forgot concepts
+            continue
         frame = pq.read_table(path).drop_columns(["image"]).to_pandas()
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         ds = mlflow.data.from_pandas(pd.DataFrame(frame), source=_local_source(path), name=f"{request_id}-{name}",
