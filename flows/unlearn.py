@@ -70,8 +70,14 @@ def run_stage(root: str, stage: str, request_id: str) -> bool:
 
 @task(name="lineage", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def record(root: str, request_id: str, ran: dict[str, bool]) -> tuple[str, str, str]:
-    """The MLflow record of this request's run: (run id, registered model, its version)."""
+    """The MLflow record of this request's run: (run id, registered model, its version); flows
+    sharing a workspace write their records one at a time."""
     ws = Workspace(Path(root))
+    with ws.lock():
+        return _record(ws, request_id, ran)
+
+
+def _record(ws: Workspace, request_id: str, ran: dict[str, bool]) -> tuple[str, str, str]:
     entries = lineage.lock_entries(ws, request_id)
     digest = lineage.lock_digest(entries)
     exp = lineage.experiment(ws)
@@ -129,8 +135,8 @@ def unlearn(request: str, workspace: str = ".") -> dict:
     ws = Workspace(Path(workspace).resolve())
     if not (ws.root / "dvc.yaml").is_file():
         raise RazorError(f"{ws.root} has no dvc.yaml; run from the project root (or pass --workspace)")
-    lineage.check_store(ws)
-    with ws.lock():
+    with ws.lock():  # one flow at a time creates a new store (SQLite migrations race) and edits params.yaml
+        lineage.check_store(ws)
         request_id = admit(ws, Path(request))
     ran = {stage: run_stage(str(ws.root), stage, request_id) for stage in STAGES}
     run_id, name, version = record(str(ws.root), request_id, ran)
