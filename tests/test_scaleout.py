@@ -18,6 +18,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from razor.data import read_manifest, write_manifest
 from stages.workspace import STAGES
 from tests.workspace import ROOT, make_workspace
 
@@ -102,7 +103,8 @@ def test_three_requests_as_deployment_runs_on_a_worker(server, tmp_path, demo_ma
     assert sorted(v.tags["razor.request"] for v in versions) == sorted(REQUESTS)
 
 
-CONCURRENT = {"conc-star": ("demo", "object, label: star"), "conc-hana": ("models/demo-b", "identity, label: hana")}
+CONCURRENT = {"conc-star": ("demo", "object, label: star", None),
+              "conc-hana": ("models/demo-b", "identity, label: hana", "world.parquet")}
 
 
 def razor_runs(env, ws, requests: list, together: bool) -> dict:
@@ -126,13 +128,17 @@ def razor_runs(env, ws, requests: list, together: bool) -> dict:
 
 def test_two_requests_on_different_models_at_once_equal_sequential_runs(server, tmp_path, demo_manifest):
     requests = []
-    for rid, (model, concept) in CONCURRENT.items():
+    for rid, (model, concept, data) in CONCURRENT.items():
         requests.append(tmp_path / f"{rid}.yaml")
-        requests[-1].write_text(f"id: {rid}\nmodel: {model}\nconcept: {{kind: {concept}}}\nmethod: slug\n")
+        requests[-1].write_text(f"id: {rid}\nmodel: {model}\nconcept: {{kind: {concept}}}\nmethod: slug\n"
+                                + (f"forget_data: {data}\n" if data else ""))
+    world = read_manifest(demo_manifest, verify=False)  # a model other than demo names its data: the world, embedded
+    rows = [dict(r, image=world.image_bytes(r)) for r in world.rows]
     spaces = {}
     for mode in ("together", "sequential"):
         ws = spaces[mode] = make_workspace(tmp_path / mode, params=PARAMS, requests=False)
         shutil.copytree(ROOT / "razor/demo/model", ws / "data/models/demo-b")
+        write_manifest(rows, ws / "data/world.parquet", world.axes, world.prompts, labels=world.labels())
         reports = razor_runs(server, ws, requests, together=mode == "together")
         assert {r["model_version"] for r in reports.values()} == {"1"}  # each request its own registered model
     for rid in CONCURRENT:
