@@ -15,10 +15,12 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import torch
 import yaml
 from mlflow import MlflowClient
 
 from razor.data import read_manifest, write_manifest
+from razor.delta import Delta
 from stages.workspace import STAGES
 from tests.workspace import ROOT, make_workspace
 
@@ -143,7 +145,9 @@ def test_two_requests_on_different_models_at_once_equal_sequential_runs(server, 
         assert {r["model_version"] for r in reports.values()} == {"1"}  # each request its own registered model
     for rid in CONCURRENT:
         runs = [spaces[m] / "data/runs" / rid for m in ("together", "sequential")]
-        assert (runs[0] / "edit/delta.safetensors").read_bytes() == (runs[1] / "edit/delta.safetensors").read_bytes()
+        deltas = [Delta.load(r / "edit/delta.safetensors") for r in runs]  # meta["base"] names each workspace's model
+        assert deltas[0].slices == deltas[1].slices and deltas[0].edited_sha256 == deltas[1].edited_sha256
+        assert all(torch.equal(a, b) for a, b in zip(deltas[0].values, deltas[1].values))
         after = [json.loads((r / "evaluate/report.json").read_text())["after"] for r in runs]
         assert after[0] == after[1]
         assert not [p for p in runs[0].rglob(".*") if p.name != ".gitignore"]  # no temporary left behind
