@@ -32,8 +32,7 @@ class Task:
     batch_size: int = 128
     manifest_path: Path | None = None
     forgotten: tuple[str, ...] = ()  # axis:label the model already forgot (they must stay forgotten)
-    kept_val: Pairs | None = None  # held-out items carrying one of them (and not this concept)
-    kept_test: Pairs | None = None
+    kept_val: Pairs | None = None  # val items carrying one of them (and not this concept): the step search's check
     kept: Pairs | None = None  # training items carrying them (their forget objective)
 
     @classmethod
@@ -61,7 +60,7 @@ class Task:
         def held(split: str, which: str) -> Pairs:
             return pairs(sets.eval.split(split).filter(lambda r: kind(r) == which))
 
-        kept = dict(kept_val=held("val", "kept"), kept_test=held("test", "kept"), kept=pairs(sets.kept)) if earlier else {}
+        kept = dict(kept_val=held("val", "kept"), kept=pairs(sets.kept)) if earlier else {}
         return cls(adapter, sets.axis, sets.label, labels, sets.forget.prompts, pairs(sets.forget), pairs(sets.retain),
                    held("val", "forget"), held("val", "retain"), held("test", "forget"), held("test", "retain"),
                    batch_size=batch_size, manifest_path=sets.forget.path, forgotten=tuple(sets.forgotten), **kept)
