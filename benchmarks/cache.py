@@ -42,7 +42,7 @@ def main() -> None:
         runs = []
         for reuse in (True, False):
             probe = Probe(task, cache if reuse else None, reuse=reuse)
-            frozen = cache.frozen if reuse else task.frozen_similarities()
+            frozen = cache.frozen if reuse else task.frozen_outputs()
             runs.append(edit(task, EditParams(), ranking, probe, frozen, progress=False))
             with torch.no_grad():
                 for n, t in adapter.parameters().items():

@@ -38,7 +38,7 @@ class FrozenCache:
         pixels = probe_pixels(task)
         hidden = [torch.cat(h) for h in zip(*(a.vision_inputs(b) for b in pixels.split(PROBE_BATCH)))]
         images = torch.cat([a.encode_images_from(0, h) for h in hidden[0].split(PROBE_BATCH)])
-        return cls(label_embeddings(a, task.labels, task.prompts), task.frozen_similarities(), hidden, images,
+        return cls(label_embeddings(a, task.labels, task.prompts), task.frozen_outputs(), hidden, images,
                    task.batch_size)
 
     def save(self, path: Path, meta: dict) -> None:
@@ -60,6 +60,9 @@ class FrozenCache:
         except Exception as e:  # noqa: BLE001 — truncated, corrupt or foreign: the same fix
             raise RazorError(f"the cache {path} cannot be read ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
                              "re-run the cache stage") from e
+
+        if meta.get("family", "clip") != "clip":
+            raise RazorError(f"the cache {path} was built for a {meta['family']} model; re-run the cache stage")
 
         def series(prefix):
             return [t[f"{prefix}/{i}"] for i in range(sum(k.startswith(prefix + "/") for k in t))]

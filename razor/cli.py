@@ -49,9 +49,10 @@ def main():
 
 
 @main.command()
-@click.option("--model", default="demo", show_default=True, help="demo, a local folder, or a hub id")
+@click.option("--model", default="demo", show_default=True,
+              help="demo (CLIP), demo-vlm (LLaVA-style), a local folder, or a hub id")
 @click.option("--data", type=click.Path(dir_okay=False), help="Parquet manifest (default: the demo world)")
-@click.option("--forget", required=True, help="the concept: a label, or axis:label")
+@click.option("--forget", required=True, help="the concept: a label, or axis:label (a VLM: labels of one axis joined by +)")
 @click.option("--method", default="razor", show_default=True,
               type=click.Choice(["razor", "slug", "ga", "graddiff", "ft", "salun", "retrain"]))
 @click.option("--param", "params", multiple=True, help="method parameter KEY=VALUE (repeatable)")

@@ -35,7 +35,8 @@ class RankParams(ObjectiveParams):
     """The contribution ranking (METHOD.md §2–3): which components, how they are scored and chosen."""
 
     granularity: Literal["layer", "head", "both"] = "both"
-    towers: tuple[Literal["vision", "text"], ...] = Field(("vision", "text"), min_length=1)
+    towers: tuple[Literal["vision", "text", "projector"], ...] = Field(
+        ("vision", "text"), min_length=1, description="which towers' components are candidates (projector: a VLM's)")
     alpha: float = Field(1.0, ge=0, le=1)
     alignment: Literal["signed", "abs"] = "signed"
     normalize: Literal["none", "tower"] = "none"
@@ -69,7 +70,7 @@ class RazorParams(RankParams, EditParams):
 
 
 class SlugParams(SearchParams):
-    towers: tuple[Literal["vision", "text"], ...] = Field(("vision", "text"), min_length=1)
+    towers: tuple[Literal["vision", "text", "projector"], ...] = Field(("vision", "text"), min_length=1)
     robust_bits: int | None = None  # SLUG's search checks the unquantised model only
 
 

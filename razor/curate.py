@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from razor.data import Manifest, read_manifest, write_manifest
+from razor.data import Manifest, concept_parts, read_manifest, write_manifest
 from razor.errors import DataError
 
 
@@ -70,7 +70,7 @@ def curate(manifest: Manifest, concept: str, retain_manifest: Manifest | None = 
     this edit neither re-learns it nor counts it as something to keep."""
     axis, label = manifest.resolve_concept(concept)
     carries = manifest.carries(axis, label)
-    earlier = [tuple(c.split(":", 1)) for c in forgotten]
+    earlier = [part for c in forgotten for part in concept_parts(c)]
 
     def keep(r) -> bool:
         return not any(r.get(a) == lab for a, lab in earlier)

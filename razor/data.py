@@ -80,8 +80,9 @@ class Manifest:
         return self.filter(lambda r: r["split"] == name)
 
     def carries(self, axis: str, label: str):
-        """Predicate: the row carries `label` on `axis`."""
-        return lambda r: r[axis] == label
+        """Predicate: the row carries `label` (or one of the labels of a "a+b" concept) on `axis`."""
+        wanted = {label, *label.split("+")}
+        return lambda r: r[axis] in wanted
 
     def resolve(self, row: dict) -> Path:
         """The file of a row, refused if it leaves the manifest's folder."""
@@ -94,24 +95,33 @@ class Manifest:
         return path
 
     def resolve_concept(self, concept: str) -> tuple[str, str]:
-        """`label` or `axis:label` → (axis, label); unknown or ambiguous labels are refused."""
+        """`label`, `axis:label` or several labels of one axis joined by "+" → (axis, label);
+        unknown or ambiguous labels are refused."""
         known = self.labels()
         if ":" in concept:
             axis, label = concept.split(":", 1)
             if axis not in known:
                 raise LabelError(f"unknown axis {axis!r} in {concept!r}; axes are {', '.join(known)}")
-            if label not in known[axis]:
-                raise LabelError(
-                    f"label {label!r} is not in axis {axis!r}; its labels are {', '.join(known[axis])}"
-                )
+            for part in [label] if label in known[axis] else label.split("+"):
+                if part not in known[axis]:
+                    raise LabelError(f"label {part!r} is not in axis {axis!r}; its labels are {', '.join(known[axis])}")
             return axis, label
-        hits = [a for a, labs in known.items() if concept in labs]
+        parts = [concept] if any(concept in labs for labs in known.values()) else concept.split("+")
+        axes = {self._axis_of(part, known) for part in parts}
+        if len(axes) > 1:
+            raise LabelError(f"the labels of {concept!r} lie on different axes ({', '.join(sorted(axes))}); "
+                             "one request forgets labels of one axis")
+        return axes.pop(), concept
+
+    @staticmethod
+    def _axis_of(label: str, known: dict[str, list[str]]) -> str:
+        hits = [a for a, labs in known.items() if label in labs]
         if not hits:
             every = ", ".join(f"{a}: {' '.join(labs)}" for a, labs in known.items())
-            raise LabelError(f"unknown label {concept!r}; the model's labels are {every}")
+            raise LabelError(f"unknown label {label!r}; the model's labels are {every}")
         if len(hits) > 1:
-            raise LabelError(f"label {concept!r} is ambiguous; write it as one of {', '.join(f'{a}:{concept}' for a in hits)}")
-        return hits[0], concept
+            raise LabelError(f"label {label!r} is ambiguous; write it as one of {', '.join(f'{a}:{label}' for a in hits)}")
+        return hits[0]
 
 
 def _metadata(table: pa.Table, path: Path):
@@ -265,3 +275,9 @@ def load_images(manifest: Manifest, size: int, mean, std) -> "np.ndarray":
             raise DataError(f"item {row['item_id']!r}: {file} is not a readable image ({e}); remove or replace it") from e
         out[i] = ((arr - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).transpose(2, 0, 1)
     return out
+
+
+def concept_parts(concept: str) -> list[tuple[str, str]]:
+    """"axis:a+b" → [(axis, a), (axis, b)]: the single labels a concept key names."""
+    axis, label = concept.split(":", 1)
+    return [(axis, part) for part in label.split("+")]

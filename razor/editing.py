@@ -19,6 +19,7 @@ from tqdm import tqdm
 from razor.components import Component
 from razor.config import EditParams, RankParams, RazorParams, SearchParams
 from razor.delta import Delta
+from razor.families import family
 from razor.probe import Measure, Probe
 from razor.scoring import ratio_scores, select
 
@@ -163,8 +164,8 @@ def razor_edit(task, p: RazorParams, progress: bool = True) -> EditResult:
     """Score every component, edit the best few, and grow the edited set only while needed."""
     ranking = rank(task, p.part(RankParams))
     t0 = time.perf_counter()
-    frozen = task.frozen_similarities() if p.lambda_m > 0 and p.mode == "one_step" else None
-    probe = Probe(task)
+    frozen = task.frozen_outputs() if p.lambda_m > 0 and p.mode == "one_step" else None
+    probe = family(task.adapter).probe(task)
     cached = time.perf_counter() - t0
     result = edit(task, p.part(EditParams), ranking, probe, frozen, progress)
     result.timing = dict(cache=cached, **result.timing)

@@ -30,5 +30,12 @@ def method_params(name: str, overrides: dict | None = None):
     return METHODS[name][0](**(overrides or {}))
 
 
+CLIP_ONLY = ("salun", "retrain")  # SalUn relabels caption pairs; retrain re-runs the demo CLIP's recipe
+
+
 def run_method(name: str, task, params, progress: bool = True) -> EditResult:
+    family = task.adapter.family
+    if name in CLIP_ONLY and family != "clip":
+        raise RazorError(f"method {name} works on CLIP models only, and this is a {family} model; "
+                         f"choose one of {', '.join(m for m in METHODS if m not in CLIP_ONLY)}")
     return METHODS[name][1](task, params, progress=progress)

@@ -7,17 +7,18 @@ import html
 import json
 from pathlib import Path
 
+from razor.families import family
 from razor.io import atomic_path
-from razor.metrics import BITS, keys
+from razor.metrics import BITS
 
 NAMES = {"fa1": "FA@1", "fa5": "FA@5", "forget_cos": "forget cosine", "utility": "utility", "stability": "stability",
-         "leakage": "MIA leakage"}
+         "leakage": "MIA leakage", "fa": "FA"}
 
 
 def summarize(method: str, task, components: list[str], seconds: float, peak_mb: float, delta_bytes: int,
               before: dict, after: dict, timing: dict, bits=BITS) -> dict:
     """The report object `razor unlearn --json` prints."""
-    k = keys(bits)
+    k = family(task.adapter).keys(bits)
     return dict(
         method=method, forget=f"{task.axis}:{task.label}", components=components,
         seconds=round(seconds, 3), peak_mb=round(peak_mb, 1), delta_bytes=delta_bytes,
@@ -29,7 +30,10 @@ def summarize(method: str, task, components: list[str], seconds: float, peak_mb:
 
 
 def metric_name(key: str) -> str:
-    return NAMES.get(key) or f"FA@1 ({key.removeprefix('fa1_q')}-bit)"
+    if key in NAMES:
+        return NAMES[key]
+    base, bits = key.rsplit("_q", 1)
+    return f"{NAMES[base]} ({bits}-bit)"
 
 
 def table(report: dict) -> str:

@@ -2,7 +2,7 @@
 
     id: demo-object-star
     model: demo                  # demo, a folder under the data root, or a hub id
-    concept: {kind: object, label: star}
+    concept: {kind: object, label: star}   # a VLM request may list several: {kind: identity, label: [hana, ivan]}
     forget_data: null            # manifest under the data root; null: the demo world
     retain_data: null            # manifest under the data root; null: the forget manifest
     method: razor
@@ -32,7 +32,16 @@ class RequestError(RazorError):
 class Concept(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: Literal["identity", "style", "object"]
-    label: str = Field(min_length=1, max_length=200)
+    label: str = Field(min_length=1, max_length=200)  # several labels are kept joined by "+"
+
+    @field_validator("label", mode="before")
+    @classmethod
+    def _labels(cls, v):
+        if not isinstance(v, list):
+            return v
+        if not v or not all(isinstance(x, str) and x and "+" not in x for x in v) or len(set(v)) != len(v):
+            raise ValueError("a list of labels must hold distinct, non-empty names without '+'")
+        return "+".join(v)
 
     @property
     def axis(self) -> str:

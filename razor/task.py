@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 
 from razor.curate import Curated, curate
-from razor.data import Manifest
-from razor.errors import NumericalError
+from razor.data import Manifest, concept_parts
+from razor.errors import NumericalError, RazorError
 from razor.pairs import Pairs
 
 
@@ -44,12 +44,17 @@ class Task:
                         forgotten=forgotten, kept_size=kept_size)
         return cls.load(adapter, chosen, batch_size)
 
+    multi_label = False  # whether one request may forget several labels of an axis ("a+b")
+
     @classmethod
     def load(cls, adapter, sets: Curated, batch_size: int = 128) -> "Task":
         """Load curated sets for `adapter`: pixels, captions and label ids."""
         labels = sets.forget.labels()
+        if sets.label not in labels[sets.axis] and not cls.multi_label:
+            raise RazorError(f"{adapter.family} requests forget one label at a time, not {sets.label!r}; "
+                             "send one request per label")
         carries = sets.eval.carries(sets.axis, sets.label)
-        earlier = [tuple(c.split(":", 1)) for c in sets.forgotten]
+        earlier = [part for c in sets.forgotten for part in concept_parts(c)]
 
         def kind(r) -> str:
             return "forget" if carries(r) else "kept" if any(r.get(a) == lab for a, lab in earlier) else "retain"
@@ -75,42 +80,53 @@ class Task:
 
     def kept_ids(self) -> list[tuple[str, int]]:
         """(axis, label id) of each concept the model already forgot."""
-        return [(a, self.labels[a].index(lab)) for a, lab in (c.split(":", 1) for c in self.forgotten)]
+        return [(a, self.labels[a].index(lab)) for c in self.forgotten for a, lab in concept_parts(c)]
+
+    # -- the family's objectives on one batch (METHOD.md §6; CLIP here) ------------------------
+    def forget_loss(self, batch: Pairs, axis: str, label: str) -> torch.Tensor:
+        """F on a batch of items carrying `axis:label`."""
+        return self.adapter.forget_objective(batch.pixels, self.adapter.tokenize([self.prompts[axis].format(label)]))
+
+    def retain_loss(self, batch: Pairs) -> torch.Tensor:
+        """R on a batch of retain items."""
+        return self.adapter.retain_loss(batch.pixels, self.adapter.tokenize(batch.captions), batch.positives())
+
+    def drift_loss(self, batch: Pairs, frozen: torch.Tensor) -> torch.Tensor:
+        """M on a retain batch against θ0's output on it."""
+        return self.adapter.drift_penalty(batch.pixels, self.adapter.tokenize(batch.captions), frozen)
+
+    @torch.no_grad()
+    def frozen_output(self, batch: Pairs) -> torch.Tensor:
+        """θ0's output on a retain batch that M compares against (CLIP: the similarity matrix S_θ0)."""
+        a = self.adapter
+        return a.encode_images(batch.pixels) @ a.encode_texts(a.tokenize(batch.captions)).T
 
     # -- one-pass gradients (METHOD.md §2) --------------------------------------------------
     def forget_gradient(self, names: list[str], kept_weight: float = 0.0) -> dict[str, torch.Tensor]:
         """g_f = ∇F over D_f, plus kept_weight·∇F_k over the kept items of each concept k the model
         already forgot (so that this edit keeps pushing them away rather than undoing them)."""
-        g = self._objective_gradient(names, self.forget, self.concept_prompt)
+        g = self.gradient(names, self.forget, lambda b: self.forget_loss(b, self.axis, self.label))
         if kept_weight > 0 and self.kept is not None:
             for axis, cid in self.kept_ids():
                 has = (self.kept.label_ids[axis] == cid).nonzero().flatten()
                 if len(has):
-                    gk = self._objective_gradient(names, self.kept.subset(has), self.prompts[axis].format(self.labels[axis][cid]))
+                    label = self.labels[axis][cid]
+                    gk = self.gradient(names, self.kept.subset(has), lambda b: self.forget_loss(b, axis, label))
                     g = {n: g[n] + kept_weight * gk[n] for n in names}
         return g
 
-    def _objective_gradient(self, names: list[str], pairs: Pairs, prompt: str) -> dict[str, torch.Tensor]:
-        concept = self.adapter.tokenize([prompt])
-        return self.gradient(names, pairs, lambda b: self.adapter.forget_objective(b.pixels, concept))
-
     def retain_gradient(self, names: list[str]) -> dict[str, torch.Tensor]:
         """g_r = ∇R over D_r."""
-        return self.gradient(names, self.retain, lambda b: self.adapter.retain_loss(
-            b.pixels, self.adapter.tokenize(b.captions), b.positives()))
+        return self.gradient(names, self.retain, self.retain_loss)
 
     def drift_gradient(self, names: list[str], frozen: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        """∇M over D_r against the frozen similarity matrices of θ0 (one per batch)."""
+        """∇M over D_r against θ0's outputs (one per batch)."""
         it = iter(frozen)
-        return self.gradient(names, self.retain, lambda b: self.adapter.drift_penalty(
-            b.pixels, self.adapter.tokenize(b.captions), next(it)))
+        return self.gradient(names, self.retain, lambda b: self.drift_loss(b, next(it)))
 
-    @torch.no_grad()
-    def frozen_similarities(self) -> list[torch.Tensor]:
-        """S_θ0 of each retain batch (cache before editing)."""
-        a = self.adapter
-        return [a.encode_images(b.pixels) @ a.encode_texts(a.tokenize(b.captions)).T
-                for b in self.retain.batches(self.batch_size)]
+    def frozen_outputs(self) -> list[torch.Tensor]:
+        """θ0's output on each retain batch (cache before editing)."""
+        return [self.frozen_output(b) for b in self.retain.batches(self.batch_size)]
 
     def gradient(self, names, pairs: Pairs, loss_fn) -> dict[str, torch.Tensor]:
         params = self.adapter.parameters()

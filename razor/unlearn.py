@@ -9,15 +9,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from razor.adapters.clip import load_clip
+from razor.adapters.loading import DEMO_MODELS, load_model
 from razor.cost import measure
 from razor.data import read_manifest
 from razor.errors import DataError
+from razor.families import build_task, family
 from razor.io import atomic_dir, check_replaceable
 from razor.methods import method_params, run_method
-from razor.metrics import evaluate
 from razor.report import summarize
-from razor.task import Task
 
 
 def unlearn(forget: str, model: str = "demo", data: str | Path | None = None, method: str = "razor",
@@ -31,14 +30,15 @@ def unlearn(forget: str, model: str = "demo", data: str | Path | None = None, me
     chosen = method_params(method, params)
     if out is not None:
         check_replaceable(out, "report.json")
-    adapter = load_clip(model)
+    adapter = load_model(model)
     if data is None:
-        if model != "demo":
+        if model not in DEMO_MODELS:
             raise DataError("--data MANIFEST is required for a model other than the demo; create one with `razor data import`")
         from razor.demo.dataset import demo_manifest
 
         data = demo_manifest()
-    task = Task.build(adapter, read_manifest(data), forget, retain_size=retain_size, seed=seed)
+    task = build_task(adapter, read_manifest(data), forget, retain_size=retain_size, seed=seed)
+    evaluate = family(adapter).evaluate
     before, reference = evaluate(task, seed=seed)
     with measure() as cost:
         result = run_method(method, task, chosen, progress=progress)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from razor.adapters.loading import DEMO_MODELS
 from razor.config import CurateParams
 from razor.curate import curate
 from razor.data import read_manifest
@@ -17,7 +18,7 @@ def run(ws: Workspace, request_id: str) -> None:
     p = CurateParams(**ws.params("curate"))
     method_params(req.method, req.params)  # unknown or invalid method params fail here, before any work
     if req.forget_data is None:
-        if ws.root_model(req.model) != "demo":
+        if ws.root_model(req.model) not in DEMO_MODELS:
             raise RequestError(f"request {req.id}: forget_data is required for model {req.model!r}; "
                                "import a manifest with `razor data import` and name it in the request")
         from razor.demo.dataset import demo_manifest

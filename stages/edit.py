@@ -10,13 +10,12 @@ import sys
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from razor.cache import FrozenCache
 from razor.config import EditParams
 from razor.cost import measure
 from razor.editing import Ranking, edit
+from razor.families import family
 from razor.methods import method_params, run_method
 from razor.plots import expansion_trace
-from razor.probe import Probe
 from stages.workspace import Workspace, main, write_json
 
 
@@ -30,10 +29,11 @@ def run(ws: Workspace, request_id: str) -> None:
     if req["method"] == "razor":
         p = ws.settings("edit", req, EditParams, pipeline_only=("reuse_cache",))
         ranking = Ranking.load(ws.stage_dir(request_id, "rank"))
-        cache = FrozenCache.load(ws.stage_dir(request_id, "cache") / "cache.safetensors", task)
+        kind = family(task.adapter)
+        cache = kind.cache.load(ws.stage_dir(request_id, "cache") / "cache.safetensors", task)
         with measure() as cost:
-            probe = Probe(task, cache, reuse=reuse)
-            frozen = cache.frozen if reuse else task.frozen_similarities()
+            probe = kind.probe(task, cache, reuse=reuse)
+            frozen = cache.frozen if reuse else task.frozen_outputs()
             result = edit(task, p, ranking, probe, frozen, progress)
         result.timing["gradients"] = result.timing.get("gradients", 0.0) + ranking.seconds
     else:

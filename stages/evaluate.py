@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from razor.config import EvaluateParams
 from razor.delta import Delta
-from razor.metrics import evaluate
+from razor.families import family
 from razor.plots import before_after
 from razor.report import summarize, write_html
 from stages.workspace import STAGES, Workspace, main, write_json
@@ -19,6 +19,7 @@ def run(ws: Workspace, request_id: str) -> None:
     req, task = ws.task(request_id)
     p = EvaluateParams(**ws.params("evaluate"))
     delta = Delta.load(ws.stage_dir(request_id, "edit") / "delta.safetensors")
+    evaluate = family(task.adapter).evaluate
     before, reference = evaluate(task, seed=req["seed"], bits=p.bits)
     delta.apply(task.adapter.parameters())
     after, _ = evaluate(task, reference=reference, seed=req["seed"], bits=p.bits)

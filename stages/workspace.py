@@ -21,13 +21,13 @@ import torch
 import yaml
 from pydantic import ValidationError
 
-from razor.adapters.clip import load_clip
+from razor.adapters.loading import DEMO_MODELS, load_model
 from razor.cost import measure
 from razor.curate import Curated
 from razor.errors import RazorError
+from razor.families import load_task
 from razor.io import atomic_dir, atomic_path
 from razor.request import Request, RequestError, load_request
-from razor.task import Task
 
 STAGES = ("curate", "cache", "rank", "edit", "evaluate")
 MARKER = "stage.json"
@@ -83,7 +83,7 @@ class Workspace:
     def task(self, request_id: str):
         """The curated sets loaded for the request's model: (request.json, Task)."""
         info, req, sets = self.curated(request_id)
-        task = Task.load(self.model(req["model"]), sets, req["batch_size"])
+        task = load_task(self.model(req["model"]), sets, req["batch_size"])
         task.manifest_path = Path(info["source"])  # the full training data (the retrain oracle trains on it)
         return req, task
 
@@ -96,7 +96,7 @@ class Workspace:
     def origin(self, spec: str) -> dict | None:
         """For a model folder materialised from a registered version: which one (its razor.json)."""
         marker = self.data / spec / ORIGIN
-        return json.loads(marker.read_text()) if spec != "demo" and marker.is_file() else None
+        return json.loads(marker.read_text()) if spec not in DEMO_MODELS and marker.is_file() else None
 
     def root_model(self, spec: str) -> str:
         """The model a request's model descends from (itself, unless it is a materialised version)."""
@@ -116,13 +116,13 @@ class Workspace:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def model(self, spec: str):
-        """`demo`, a model folder under the data root, or a hub id."""
+        """`demo`, `demo-vlm`, a model folder under the data root, or a hub id."""
         local = self.data / spec
-        if spec != "demo" and local.exists():
+        if spec not in DEMO_MODELS and local.exists():
             if not local.resolve().is_relative_to(self.data.resolve()):
                 raise RequestError(f"model {spec!r} resolves outside the data root {self.data}; keep models inside it")
             spec = str(local)
-        return load_clip(spec)
+        return load_model(spec)
 
     @contextlib.contextmanager
     def output(self, request_id: str, stage: str, info: dict):

@@ -27,7 +27,7 @@ def test_cached_and_uncached_step_search_give_the_same_delta(demo_manifest, tmp_
     for reuse in (True, False):
         base = {n: t.detach().clone() for n, t in adapter.parameters().items()}
         probe = Probe(task, cache if reuse else None, reuse=reuse)
-        frozen = cache.frozen if reuse else task.frozen_similarities()
+        frozen = cache.frozen if reuse else task.frozen_outputs()
         result = edit(task, p, Ranking.load(tmp_path), probe, frozen, progress=False)
         deltas.append(result.delta)
         with torch.no_grad():

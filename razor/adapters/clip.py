@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as nnf
 from transformers import AutoConfig, AutoTokenizer, CLIPConfig, CLIPModel
 
+from razor.adapters.loading import check_folder
 from razor.components import Component, Tower, enumerate_components
 from razor.errors import ModelError, NumericalError
 
@@ -35,12 +36,7 @@ def load_clip(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu"
     source = resolve_model(spec)
     folder = Path(source)
     if folder.exists():
-        if not folder.is_dir() or not (folder / "config.json").is_file():
-            raise ModelError(f"{folder} is not a model folder; it needs config.json and model.safetensors")
-        if not any(folder.glob("*.safetensors")):
-            pickled = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt*")]
-            hint = f" (found pickled {', '.join(pickled)}: refused)" if pickled else ""
-            raise ModelError(f"{folder} has no .safetensors weights{hint}; convert the checkpoint to safetensors")
+        check_folder(folder)
     try:
         kind = AutoConfig.from_pretrained(source).model_type
         if kind != "clip":
@@ -54,11 +50,7 @@ def load_clip(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu"
             f"cannot load CLIP model {spec!r} ({str(e).splitlines()[0]}); pass a local folder "
             "(config.json, model.safetensors, tokenizer files) or a hub id that is in the local cache"
         ) from e
-    preprocess = {"size": model.config.vision_config.image_size, "mean": OPENAI_MEAN, "std": OPENAI_STD}
-    pre = folder / "preprocessor_config.json"
-    if pre.is_file():
-        cfg = json.loads(pre.read_text())
-        preprocess["mean"], preprocess["std"] = tuple(cfg.get("image_mean", OPENAI_MEAN)), tuple(cfg.get("image_std", OPENAI_STD))
+    preprocess = image_preprocess(folder, model.config.vision_config.image_size)
     return ClipAdapter(model.to(device).eval(), tokenizer, preprocess, source)
 
 
@@ -151,6 +143,16 @@ class ClipAdapter:
         """M: mean squared change of the image–text similarity matrix of a retain batch vs θ0."""
         sim = self.encode_images(pixels) @ self.encode_texts(captions).T
         return ((sim - frozen) ** 2).mean()
+
+
+def image_preprocess(folder: Path, size: int) -> dict:
+    """Image size, mean and std: the folder's preprocessor_config.json, else OpenAI CLIP's."""
+    preprocess = {"size": size, "mean": OPENAI_MEAN, "std": OPENAI_STD}
+    pre = folder / "preprocessor_config.json"
+    if pre.is_file():
+        cfg = json.loads(pre.read_text())
+        preprocess["mean"], preprocess["std"] = tuple(cfg.get("image_mean", OPENAI_MEAN)), tuple(cfg.get("image_std", OPENAI_STD))
+    return preprocess
 
 
 def check_finite(model: torch.nn.Module) -> None:

@@ -1,19 +1,48 @@
 """RAZOR's view of a LLaVA-style VLM (`LlavaForConditionalGeneration`): components in the vision
-tower (layers and heads) and, if asked, the multimodal projector; the family's F / R / M
-(METHOD.md §6): cross-entropy of the concept answer (ascended), next-token loss on retain
-question–answer pairs, logit drift on neutral questions.
+tower (layers and heads) and the multimodal projector (tower "projector", selectable through
+`towers`); the family's F / R / M (METHOD.md §6): cross-entropy of the concept answer
+(ascended, as log-odds), next-token loss on retain question–answer pairs, drift of the answer-word
+log-probabilities on neutral questions.
 
 A prompt is <bos> <image>×N question-tokens; the answer follows. `question_template` wraps the
-question for checkpoints trained with a chat format (e.g. "USER: {} ASSISTANT:").
+question for checkpoints trained with a chat format (e.g. "USER: {} ASSISTANT:"); `questions`
+holds the question asked for each label axis.
 """
 
 from __future__ import annotations
 
-import torch
+import re
+from pathlib import Path
 
-from razor.adapters.clip import LAYER_TENSORS, check_finite
+import torch
+from transformers import AutoTokenizer, LlavaForConditionalGeneration
+
+from razor.adapters.clip import LAYER_TENSORS, check_finite, image_preprocess
+from razor.adapters.loading import check_folder
 from razor.components import Component, Slice, Tower, enumerate_components
 from razor.errors import ModelError
+
+QUESTIONS = {"identities": "who is this ?", "objects": "what shape is this ?", "styles": "what style is this drawn in ?"}
+
+
+def load_llava(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> "LlavaAdapter":
+    """A LLaVA-style model and its tokenizer from a local folder or a hub id (safetensors only)."""
+    folder = Path(spec)
+    if folder.exists():
+        check_folder(folder)
+    try:
+        model = LlavaForConditionalGeneration.from_pretrained(spec, use_safetensors=True, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(spec)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load VLM {spec!r} ({str(e).splitlines()[0]}); pass a local folder (config.json, "
+                         "model.safetensors, tokenizer files) or a hub id that is in the local cache") from e
+    preprocess = image_preprocess(folder, model.config.vision_config.image_size)
+    return LlavaAdapter(model.to(device).eval(), tokenizer, preprocess, spec)
+
+
+def names(answer: str, label: str) -> bool:
+    """Whether a generated answer names `label` (case-insensitive, as a whole word)."""
+    return re.search(rf"(?<!\w){re.escape(label)}(?!\w)", answer, re.IGNORECASE) is not None
 
 
 class LlavaAdapter:
@@ -22,13 +51,13 @@ class LlavaAdapter:
     family = "vlm"
 
     def __init__(self, model, tokenizer, preprocess: dict, source: str = "", question_template: str = "{}",
-                 projector: bool = False):
+                 questions: dict[str, str] | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.preprocess = preprocess
         self.source = source
         self.question_template = question_template
-        self.projector = projector
+        self.questions = dict(questions or QUESTIONS)
         check_finite(model)
         if not self.components("layer"):
             raise ModelError("the vision tower has no blocks the answers depend on; RAZOR edits its attention and MLP weights")
@@ -50,8 +79,9 @@ class LlavaAdapter:
         return [Tower("vision", prefix + ".{}", self.used_vision_blocks(), heads, cfg.hidden_size // heads, LAYER_TENSORS)]
 
     def components(self, granularity: str) -> list[Component]:
+        """Vision blocks (and heads), then the projector's two linear layers (tower "projector")."""
         out = enumerate_components(self.towers(), granularity)
-        if self.projector and granularity in ("layer", "both"):
+        if granularity in ("layer", "both"):
             proj = self.model.model.multi_modal_projector
             prefix = next(n for n, m in self.model.named_modules() if m is proj)
             for i, name in enumerate(("linear_1", "linear_2")):
@@ -76,50 +106,74 @@ class LlavaAdapter:
             tail = [] if answers is None else [*tok.encode(answers[i], add_special_tokens=False), tok.eos_token_id]
             rows.append((prompt + tail, len(prompt)))
         width = max(len(seq) for seq, _ in rows)
-        ids = torch.full((len(rows), width), tok.pad_token_id)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        ids = torch.full((len(rows), width), pad)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         labels = torch.full((len(rows), width), -100)
         for r, (seq, start) in enumerate(rows):
-            pad = width - len(seq)
-            ids[r, pad:] = torch.tensor(seq)
-            mask[r, pad:] = 1
-            labels[r, pad + start:] = torch.tensor(seq[start:], dtype=torch.long)
+            left = width - len(seq)
+            ids[r, left:] = torch.tensor(seq)
+            mask[r, left:] = 1
+            labels[r, left + start:] = torch.tensor(seq[start:], dtype=torch.long)
         out = dict(input_ids=ids, attention_mask=mask)
         return {k: v.to(self.device) for k, v in (out if answers is None else dict(out, labels=labels)).items()}
 
+    def answer_token(self, answer: str) -> int:
+        """The first token of an answer (what the next-token measurements score)."""
+        return self.tokenizer.encode(answer, add_special_tokens=False)[0]
+
     def next_token_logits(self, pixels: torch.Tensor, questions: list[str]) -> torch.Tensor:
         """Logits of the first answer token (after each prompt)."""
-        return self.model(pixel_values=pixels.to(self.device), **self.inputs(questions), logits_to_keep=1).logits[:, -1]
+        pixels = pixels.to(self.device, self.model.dtype)
+        return self.model(pixel_values=pixels, **self.inputs(questions), logits_to_keep=1).logits[:, -1].float()
 
     @torch.no_grad()
     def answers(self, pixels: torch.Tensor, questions: list[str], batch_size: int = 256) -> list[str]:
-        """The greedy first answer word to each (image, question)."""
+        """The greedy first answer token to each (image, question)."""
         out = []
         for s in range(0, len(questions), batch_size):
             logits = self.next_token_logits(pixels[s:s + batch_size], questions[s:s + batch_size])
             out += self.tokenizer.convert_ids_to_tokens(logits.argmax(-1).tolist())
         return out
 
+    @torch.no_grad()
+    def generate(self, pixels: torch.Tensor, questions: list[str], max_new_tokens: int = 8,
+                 batch_size: int = 256) -> list[str]:
+        """Greedy generated answers (decoded, special tokens dropped)."""
+        out = []
+        tok = self.tokenizer
+        for s in range(0, len(questions), batch_size):
+            inputs = self.inputs(questions[s:s + batch_size])
+            ids = self.model.generate(pixel_values=pixels[s:s + batch_size].to(self.device, self.model.dtype), **inputs,
+                                      max_new_tokens=max_new_tokens, do_sample=False,
+                                      pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+            out += tok.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        return [a.strip() for a in out]
+
     # -- the family's losses (METHOD.md §6) --------------------------------------------------
     def answer_loss(self, pixels: torch.Tensor, questions: list[str], answers: list[str]) -> torch.Tensor:
         """Next-token cross-entropy of the answers (and their end token)."""
-        return self.model(pixel_values=pixels.to(self.device), **self.inputs(questions, answers)).loss
+        pixels = pixels.to(self.device, self.model.dtype)
+        return self.model(pixel_values=pixels, **self.inputs(questions, answers)).loss
 
-    def forget_objective(self, pixels: torch.Tensor, questions: list[str], concept: str) -> torch.Tensor:
-        """F: cross-entropy of the concept answer on forget items; grows as the concept is forgotten."""
-        target = self.tokenizer.encode(concept, add_special_tokens=False)[0]
-        logp = self.next_token_logits(pixels, questions).log_softmax(-1)
-        return -logp[:, target].mean()
+    def forget_objective(self, pixels: torch.Tensor, questions: list[str], concepts: list[str]) -> torch.Tensor:
+        """F: the cross-entropy of each forget item's concept answer, ascended, in its log-odds form
+        −log(p/(1−p)) (ours): the plain cross-entropy's gradient is scaled by 1−p, which vanishes on the
+        confidently answered items a forget set is made of; this weights every item alike."""
+        target = torch.tensor([self.answer_token(c) for c in concepts], device=self.device)
+        logp = self.next_token_logits(pixels, questions).log_softmax(-1).gather(1, target[:, None])[:, 0]
+        return -(logp - torch.log1p(-logp.exp().clamp(max=1 - 1e-6))).mean()
 
     def retain_loss(self, pixels: torch.Tensor, questions: list[str], answers: list[str]) -> torch.Tensor:
         """R: next-token loss on retain question–answer pairs."""
         return self.answer_loss(pixels, questions, answers)
 
-    def drift_penalty(self, pixels: torch.Tensor, questions: list[str], frozen: torch.Tensor) -> torch.Tensor:
-        """M: mean squared change of the answer-position log-probabilities vs θ0 on neutral questions."""
-        return ((self.next_token_logits(pixels, questions).log_softmax(-1) - frozen) ** 2).mean()
+    def drift_penalty(self, pixels: torch.Tensor, questions: list[str], frozen: torch.Tensor,
+                      tokens: list[int]) -> torch.Tensor:
+        """M: mean squared change, vs θ0, of the log-probabilities of the answer words `tokens` on neutral questions."""
+        return ((self.next_token_logits(pixels, questions).log_softmax(-1)[:, tokens] - frozen) ** 2).mean()
 
     @torch.no_grad()
-    def frozen_logits(self, pixels: torch.Tensor, questions: list[str]) -> torch.Tensor:
-        """θ0's answer-position log-probabilities (cache before editing)."""
-        return self.next_token_logits(pixels, questions).log_softmax(-1)
+    def frozen_logits(self, pixels: torch.Tensor, questions: list[str], tokens: list[int]) -> torch.Tensor:
+        """θ0's log-probabilities of the answer words (cache before editing)."""
+        return self.next_token_logits(pixels, questions).log_softmax(-1)[:, tokens]

@@ -11,13 +11,13 @@ from tqdm import tqdm
 from razor.config import TrainParams
 from razor.delta import Delta
 from razor.editing import EditResult
-from razor.probe import Probe
+from razor.families import family
 from razor.task import requires_grad_only
 
 
 def forget_term(task, batch) -> torch.Tensor:
-    """F on a batch of forget images: the family's forget objective (bounded, unlike InfoNCE ascent)."""
-    return task.adapter.forget_objective(batch.pixels, task.adapter.tokenize([task.concept_prompt]))
+    """F on a batch of forget images: the family's forget objective (for CLIP bounded, unlike InfoNCE ascent)."""
+    return task.forget_loss(batch, task.axis, task.label)
 
 
 def finetune(task, p: TrainParams, loss_fn, method: str, mask: dict | None = None, progress: bool = True) -> EditResult:
@@ -26,7 +26,7 @@ def finetune(task, p: TrainParams, loss_fn, method: str, mask: dict | None = Non
     params = {n: q for n, q in adapter.parameters().items() if n != "logit_scale"}
     base = {n: q.detach().clone() for n, q in params.items()}
     opt = torch.optim.Adam(params.values(), lr=p.lr)
-    probe = Probe(task)
+    probe = family(task.adapter).probe(task)
     gen = torch.Generator().manual_seed(0)
     forget_batches = itertools.cycle(list(task.forget.batches(task.batch_size)))
     log = []

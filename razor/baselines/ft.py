@@ -5,6 +5,4 @@ from razor.config import TrainParams
 
 
 def ft_edit(task, p: TrainParams, progress: bool = True):
-    a = task.adapter
-    loss = lambda forget, retain: a.retain_loss(retain.pixels, a.tokenize(retain.captions), retain.positives())  # noqa: E731
-    return finetune(task, p, loss, "ft", progress=progress)
+    return finetune(task, p, lambda forget, retain: task.retain_loss(retain), "ft", progress=progress)

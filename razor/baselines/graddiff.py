@@ -5,10 +5,7 @@ from razor.config import TrainParams
 
 
 def graddiff_edit(task, p: TrainParams, progress: bool = True):
-    a = task.adapter
-
     def loss(forget, retain):
-        keep = a.retain_loss(retain.pixels, a.tokenize(retain.captions), retain.positives())
-        return -forget_term(task, forget) + p.retain_weight * keep
+        return -forget_term(task, forget) + p.retain_weight * task.retain_loss(retain)
 
     return finetune(task, p, loss, "graddiff", progress=progress)

@@ -14,8 +14,7 @@ def saliency_mask(task, share: float) -> dict[str, torch.Tensor]:
     """1 on the `share` of each weight matrix with the largest |∇ forget loss|, else 0."""
     a = task.adapter
     names = [n for n, q in a.parameters().items() if q.ndim >= 2]
-    concept = a.tokenize([task.concept_prompt])
-    grads = task.gradient(names, task.forget, lambda b: a.forget_objective(b.pixels, concept))
+    grads = task.gradient(names, task.forget, lambda b: task.forget_loss(b, task.axis, task.label))
     mask = {}
     for n, g in grads.items():
         k = max(1, int(g.numel() * share))
@@ -34,7 +33,7 @@ def salun_edit(task, p: TrainParams, progress: bool = True):
         pick = torch.randint(len(others), (len(forget),), generator=gen)
         relabelled = [task.prompts[task.axis].format(others[i]) for i in pick.tolist()]
         wrong = a.retain_loss(forget.pixels, a.tokenize(relabelled), torch.eye(len(forget), dtype=torch.bool))
-        keep = a.retain_loss(retain.pixels, a.tokenize(retain.captions), retain.positives())
+        keep = task.retain_loss(retain)
         return wrong + p.retain_weight * keep
 
     return finetune(task, p, loss, "salun", mask=saliency_mask(task, p.saliency), progress=progress)

@@ -8,7 +8,7 @@ import torch
 from razor.config import SlugParams
 from razor.delta import Delta
 from razor.editing import EditResult, set_step, step_search
-from razor.probe import Probe
+from razor.families import family
 from razor.scoring import pareto_front, ratio_scores
 
 
@@ -20,7 +20,7 @@ def slug_edit(task, p: SlugParams, progress: bool = True) -> EditResult:
     base = {n: params[n].detach().clone() for n in names}
     g_f, g_r = task.forget_gradient(names), task.retain_gradient(names)
     scores = ratio_scores(list(comps.values()), params, g_f, g_r, alpha=1.0, alignment="abs", normalize="none")
-    probe = Probe(task)
+    probe = family(task.adapter).probe(task)
     m0 = probe.current
     tried = []
     for row in pareto_front(scores):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -22,7 +23,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from tqdm import tqdm
 from transformers import CLIPModel, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, PreTrainedTokenizerFast
 
-from razor.adapters.llava import LlavaAdapter
+from razor.adapters.clip import image_preprocess
+from razor.adapters.llava import QUESTIONS, LlavaAdapter, load_llava
 from razor.data import Manifest, read_manifest
 from razor.demo import world
 from razor.io import atomic_dir, sha256_file
@@ -30,9 +32,8 @@ from razor.pairs import Pairs
 
 DEMO_CLIP = Path(__file__).parent / "model"
 DEMO_VLM = Path(__file__).parent / "vlm"
-QUESTIONS = {"identities": "who is this ?", "objects": "what shape is this ?", "styles": "what style is this drawn in ?"}
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>", "<image>")
-PREPROCESS = {"size": 32, "mean": (0.5,) * 3, "std": (0.5,) * 3}
+PREPROCESS = image_preprocess(DEMO_CLIP, 32)  # the demo CLIP's (its preprocessor_config.json travels with the VLM)
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
@@ -113,11 +114,11 @@ def train_vlm(out: str | Path, manifest_path: str | Path | None = None, seed: in
     with atomic_dir(out, "training.json") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        shutil.copy2(DEMO_CLIP / "preprocessor_config.json", tmp)
         (tmp / "training.json").write_text(json.dumps(info, indent=2))
     return info
 
 
 def load_demo_vlm(folder: str | Path = DEMO_VLM) -> LlavaAdapter:
     """The committed demo VLM and its tokenizer (safetensors only)."""
-    model = LlavaForConditionalGeneration.from_pretrained(folder, use_safetensors=True).eval()
-    return LlavaAdapter(model, PreTrainedTokenizerFast.from_pretrained(folder), PREPROCESS, str(folder))
+    return load_llava(str(folder))

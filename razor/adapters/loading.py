@@ -1,0 +1,50 @@
+"""Which adapter a model needs (by its config's model_type), and the checks every model folder passes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from razor.errors import ModelError
+
+DEMO_MODELS = ("demo", "demo-vlm")  # the shipped demo CLIP and demo VLM (trained on the demo world)
+
+
+def check_folder(folder: Path) -> None:
+    """A local model folder must hold config.json and safetensors weights (pickled weights are refused)."""
+    if not folder.is_dir() or not (folder / "config.json").is_file():
+        raise ModelError(f"{folder} is not a model folder; it needs config.json and model.safetensors")
+    if not any(folder.glob("*.safetensors")):
+        pickled = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt*")]
+        hint = f" (found pickled {', '.join(pickled)}: refused)" if pickled else ""
+        raise ModelError(f"{folder} has no .safetensors weights{hint}; convert the checkpoint to safetensors")
+
+
+def model_type(spec: str) -> str:
+    """The `model_type` of a local folder's or a (cached) hub id's config."""
+    from transformers import AutoConfig
+
+    if Path(spec).exists():
+        check_folder(Path(spec))
+    try:
+        return AutoConfig.from_pretrained(spec).model_type
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot read the config of model {spec!r} ({str(e).splitlines()[0]}); pass a local folder "
+                         "(config.json, model.safetensors, tokenizer files) or a hub id that is in the local cache") from e
+
+
+def load_model(spec: str, dtype=None, device: str = "cpu"):
+    """`demo`, `demo-vlm`, a local folder or a hub id → its adapter (CLIP or LLaVA-style VLM)."""
+    import torch
+
+    from razor.adapters.clip import DEMO_MODEL, load_clip
+    from razor.adapters.llava import load_llava
+    from razor.demo.vlm import DEMO_VLM
+
+    dtype = dtype or torch.float32
+    source = {"demo": str(DEMO_MODEL), "demo-vlm": str(DEMO_VLM)}.get(spec, spec)
+    kind = model_type(source)
+    if kind == "llava":
+        return load_llava(source, dtype, device)
+    if kind == "clip":
+        return load_clip(source, dtype, device)
+    raise ModelError(f"{spec!r} is a {kind!r} model; RAZOR edits CLIP (model_type clip) and LLaVA-style VLMs (llava)")

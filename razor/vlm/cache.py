@@ -1,0 +1,45 @@
+"""The frozen-model cache of a VLM task: θ0's answer-word log-probabilities on every retain batch
+(the drift term's reference), stored as safetensors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from razor.errors import RazorError
+from razor.io import atomic_path
+
+
+@dataclass
+class AnswerCache:
+    frozen: list[torch.Tensor]  # θ0's answer-word log-probabilities, per retain batch
+    batch_size: int
+
+    @classmethod
+    def build(cls, task) -> "AnswerCache":
+        return cls(task.frozen_outputs(), task.batch_size)
+
+    def save(self, path: Path, meta: dict) -> None:
+        header = {"razor.cache": json.dumps(dict(meta, batch_size=self.batch_size, family="vlm"))}
+        with atomic_path(path) as tmp:
+            save_file({f"frozen/{i}": v.contiguous() for i, v in enumerate(self.frozen)}, tmp, metadata=header)
+
+    @classmethod
+    def load(cls, path: Path, task) -> "AnswerCache":
+        """Load a cache and check that it was built for this task's retain batches."""
+        try:
+            with safe_open(path, "pt") as f:
+                meta = json.loads(f.metadata()["razor.cache"])
+                frozen = [f.get_tensor(f"frozen/{i}") for i in range(len(list(f.keys())))]
+        except Exception as e:  # noqa: BLE001 — truncated, corrupt or foreign: the same fix
+            raise RazorError(f"the cache {path} cannot be read ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                             "re-run the cache stage") from e
+        batches = list(task.retain.batches(task.batch_size))
+        if meta.get("family") != "vlm" or meta["batch_size"] != task.batch_size or len(frozen) != len(batches):
+            raise RazorError(f"the cache {path} was built for other data or batching; re-run the cache stage")
+        return cls(frozen, meta["batch_size"])

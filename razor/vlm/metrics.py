@@ -1,0 +1,57 @@
+"""The VLM protocol (METHOD.md §7): forget accuracy FA (share of generated answers to the concept
+question on held-out forget items that name a forgotten label), utility (accuracy of the
+generated answers on held-out retain items, every question type, averaged over types), and FA
+again after 8-bit and 4-bit weight quantisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from razor.adapters.llava import names
+from razor.metrics import BITS
+from razor.quantize import quantized
+from razor.vlm.task import VlmTask
+
+MAX_NEW_TOKENS = 8
+
+
+def keys(bits=BITS) -> tuple[str, ...]:
+    """The report's metric keys when re-checking under `bits`."""
+    return ("fa", "utility") + tuple(f"fa_q{b}" for b in bits)
+
+
+def evaluate(task: VlmTask, reference: dict | None = None, seed: int = 0, bits=BITS) -> tuple[dict, dict]:
+    """Metrics of the model as it is now (with fa_q8 / fa_q4), its answers, and under "quantized"
+    the metric set again after each of `bits` (`reference` and `seed` are unused: the answers are greedy)."""
+    out, answers = _metrics(task)
+    out["quantized"] = {}
+    for b in bits:
+        with quantized(task.adapter.model, b):
+            q, _ = _metrics(task)
+        out[f"fa_q{b}"] = q["fa"]
+        out["quantized"][str(b)] = q
+    return out, answers
+
+
+def forget_and_utility(task: VlmTask) -> tuple[float, float]:
+    """FA on the held-out forget items and utility on the held-out retain items (no quantisation)."""
+    out, _ = _metrics(task)
+    return out["fa"], out["utility"]
+
+
+@torch.no_grad()
+def _metrics(task: VlmTask) -> tuple[dict, dict]:
+    a = task.adapter
+    a.model.eval()
+    forget = task.asked(task.forget_test, (task.axis,))
+    retain = task.asked(task.retain_test)
+    said_forget = a.generate(forget.pixels, forget.questions, MAX_NEW_TOKENS)
+    said_retain = a.generate(retain.pixels, retain.questions, MAX_NEW_TOKENS)
+    fa = float(np.mean([any(names(s, t) for t in task.targets) for s in said_forget]))
+    right: dict[str, list[bool]] = {}
+    for axis, truth, s in zip(retain.axes, retain.answers, said_retain):
+        right.setdefault(axis, []).append(names(s, truth))
+    per_axis = {axis: float(np.mean(v)) for axis, v in right.items()}
+    out = dict(fa=fa, utility=float(np.mean(list(per_axis.values()))), utility_per_axis=per_axis)
+    return out, dict(forget=said_forget, retain=said_retain)

@@ -1,0 +1,78 @@
+"""The step search's validation measurements on a VLM: one batched next-token pass over the
+probe questions (forget-val items asked the concept question, retain-val items every question,
+kept-val items the question of the concept they carry) gives FA, the concept probability,
+agreement with θ0's answers and accuracy. The first answer token stands for the answer."""
+
+from __future__ import annotations
+
+import torch
+
+from razor.probe import Measure, Probe
+from razor.quantize import quantized
+from razor.vlm.task import Questions, VlmTask
+
+PROBE_BATCH = 256
+
+
+class VlmProbe(Probe):
+    """Validation metrics of the current VLM (each measurement a full forward of the probe questions)."""
+
+    def __init__(self, task: VlmTask, cache=None, reuse: bool = True):
+        self.task = task
+        self.reference = None
+        self._quantized_fa = {}
+        a = task.adapter
+        self.forget = task.asked(task.forget_val, (task.axis,))
+        self.retain = task.asked(task.retain_val)
+        kept = task.kept_val if task.kept_val is not None and len(task.kept_val) else None
+        self.kept = task.asked(kept, tuple({axis for axis, _ in task.kept_ids()})) if kept is not None else None
+        self.targets = torch.tensor([a.answer_token(t) for t in task.targets])
+        self.truth = {n: torch.tensor([a.answer_token(x) for x in qa.answers])
+                      for n, qa in (("forget", self.forget), ("retain", self.retain), ("kept", self.kept)) if qa is not None}
+        self.current = self.measure()
+
+    def refresh(self, changed=None) -> Measure:
+        self._quantized_fa = {}
+        self.current = self.measure()
+        return self.current
+
+    @torch.no_grad()
+    def measure(self, component=None) -> Measure:
+        parts = [self.forget, self.retain, *([self.kept] if self.kept is not None else [])]
+        probs = [self._next_token_probs(qa) for qa in parts]
+        return self._score(*probs)
+
+    @torch.no_grad()
+    def measure_quantized(self, bits: int) -> Measure:
+        with quantized(self.task.adapter.model, bits):
+            return self.measure()
+
+    def _next_token_probs(self, qa: Questions) -> torch.Tensor:
+        a = self.task.adapter
+        return torch.cat([a.next_token_logits(qa.pixels[s:s + PROBE_BATCH], qa.questions[s:s + PROBE_BATCH]).softmax(-1)
+                          for s in range(0, len(qa), PROBE_BATCH)]).cpu()
+
+    def _score(self, forget: torch.Tensor, retain: torch.Tensor, kept: torch.Tensor | None = None) -> Measure:
+        said = forget.argmax(1)
+        fa = torch.isin(said, self.targets).float().mean().item()
+        concept_p = forget.gather(1, self.truth["forget"][:, None]).mean().item()
+        pred = retain.argmax(1)
+        if self.reference is None:
+            self.reference = pred
+        right = pred == self.truth["retain"]
+        axes = self.retain.axes
+        accs = [right[[i for i, a in enumerate(axes) if a == axis]].float().mean().item() for axis in dict.fromkeys(axes)]
+        return Measure(fa, concept_p, (pred == self.reference).float().mean().item(), sum(accs) / max(len(accs), 1),
+                       self._kept_fa(kept))
+
+    def _kept_fa(self, kept: torch.Tensor | None) -> float:
+        if kept is None:
+            return 0.0
+        said = kept.argmax(1) == self.truth["kept"]
+        fas = [0.0]
+        for axis, cid in self.task.kept_ids():
+            label = self.task.labels[axis][cid]
+            has = torch.tensor([a == axis and ans == label for a, ans in zip(self.kept.axes, self.kept.answers)])
+            if has.any():
+                fas.append(said[has].float().mean().item())
+        return max(fas)
