@@ -52,7 +52,9 @@ def run_stage(root: str, stage: str, request_id: str) -> bool:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                DVC_NO_ANALYTICS="1", HF_HUB_DISABLE_PROGRESS_BARS="1", TRANSFORMERS_VERBOSITY="error")
     lines = []
-    with Workspace(Path(root)).lock():
+    ws = Workspace(Path(root))
+    with ws.lock():
+        ws.clear_stale(request_id, stage)
         proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", f"{stage}@{request_id}"],
                                 cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         for line in proc.stdout:

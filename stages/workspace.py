@@ -124,13 +124,18 @@ class Workspace:
             spec = str(local)
         return load_model(spec)
 
+    def clear_stale(self, request_id: str, stage: str) -> None:
+        """Remove the temporary folders a killed run of the stage left (DVC may restore the stage's
+        result from its run cache without running it, so the flow clears them too)."""
+        for stale in self.run_dir(request_id).glob(f".{stage}.*"):
+            shutil.rmtree(stale, ignore_errors=True)
+
     @contextlib.contextmanager
     def output(self, request_id: str, stage: str, info: dict):
         """Yield a temporary folder that becomes the stage's result only if the block succeeds;
         `info` (which the block may add to) and the block's cost go to its stage.json."""
         final = self.stage_dir(request_id, stage)
-        for stale in final.parent.glob(f".{stage}.*"):  # left by a killed run
-            shutil.rmtree(stale, ignore_errors=True)
+        self.clear_stale(request_id, stage)
         with atomic_dir(final, MARKER) as tmp:
             with measure() as cost:
                 yield tmp

@@ -164,6 +164,14 @@ def test_a_stage_killed_at_a_random_point_reruns_to_the_same_result(ws, first):
     assert "up to date" in dvc(ws, "status").stdout
 
 
+def test_a_temp_folder_a_killed_stage_left_is_cleared_even_when_dvc_skips_the_stage(ws, first):
+    stale = ws / "data/runs" / REQUEST / ".cache.killed"  # as a SIGKILL mid-write leaves it
+    stale.mkdir()
+    (stale / "cache.safetensors").write_bytes(b"partial")
+    result = unlearn(f"data/requests/{REQUEST}.yaml", str(ws))
+    assert result["stages_run"] == [] and not stale.exists()
+
+
 def test_a_refused_request_is_not_retried_and_writes_nothing(ws, tmp_path, caplog):
     bad = tmp_path / "bad.yaml"
     bad.write_text("id: demo-object-unicorn\nmodel: demo\nconcept: {kind: object, label: unicorn}\n")

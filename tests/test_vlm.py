@@ -57,11 +57,11 @@ def test_llava_components_and_losses(demo_manifest):
     params = adapter.parameters()
     chosen = [n for n in params if ".encoder.layers.2." in n and n.endswith("weight")]
     with requires_grad_only(adapter.model, set(chosen)):
-        forget = adapter.forget_objective(pixels, asked, ["hana"] * len(hana))
+        forget = adapter.forget_objective(pixels, asked, ["hana"])
         grads = torch.autograd.grad(forget, [params[n] for n in chosen])
     assert all(torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
     with torch.no_grad():  # F is low while the model answers the concept, high where it does not
-        assert forget < adapter.forget_objective(pixels, asked, ["juno"] * len(hana))
+        assert forget < adapter.forget_objective(pixels, asked, ["juno"])
     words = [adapter.answer_token(w) for w in ("hana", "juno", "star")]
     frozen = adapter.frozen_logits(pixels, asked, words)
     assert adapter.drift_penalty(pixels, asked, frozen, words).item() == 0.0

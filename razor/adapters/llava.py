@@ -156,13 +156,13 @@ class LlavaAdapter:
         pixels = pixels.to(self.device, self.model.dtype)
         return self.model(pixel_values=pixels, **self.inputs(questions, answers)).loss
 
-    def forget_objective(self, pixels: torch.Tensor, questions: list[str], concepts: list[str]) -> torch.Tensor:
-        """F: the cross-entropy of each forget item's concept answer, ascended, in its log-odds form
-        −log(p/(1−p)) (ours): the plain cross-entropy's gradient is scaled by 1−p, which vanishes on the
-        confidently answered items a forget set is made of; this weights every item alike."""
-        target = torch.tensor([self.answer_token(c) for c in concepts], device=self.device)
-        logp = self.next_token_logits(pixels, questions).log_softmax(-1).gather(1, target[:, None])[:, 0]
-        return -(logp - torch.log1p(-logp.exp().clamp(max=1 - 1e-6))).mean()
+    def forget_objective(self, pixels: torch.Tensor, questions: list[str], targets: list[str]) -> torch.Tensor:
+        """F: the cross-entropy of the concept answer, ascended, in its log-odds form −log(P/(1−P)), P the
+        probability that the answer names one of `targets` (ours: the plain cross-entropy's gradient is
+        scaled by 1−P, which vanishes on the confidently answered items a forget set is made of)."""
+        tokens = torch.tensor(sorted({self.answer_token(t) for t in targets}), device=self.device)
+        p = self.next_token_logits(pixels, questions).softmax(-1)[:, tokens].sum(1).clamp(1e-6, 1 - 1e-6)
+        return -(p.log() - torch.log1p(-p)).mean()
 
     def retain_loss(self, pixels: torch.Tensor, questions: list[str], answers: list[str]) -> torch.Tensor:
         """R: next-token loss on retain question–answer pairs."""

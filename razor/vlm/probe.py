@@ -55,7 +55,7 @@ class VlmProbe(Probe):
     def _score(self, forget: torch.Tensor, retain: torch.Tensor, kept: torch.Tensor | None = None) -> Measure:
         said = forget.argmax(1)
         fa = torch.isin(said, self.targets).float().mean().item()
-        concept_p = forget.gather(1, self.truth["forget"][:, None]).mean().item()
+        concept_p = forget[:, self.targets].sum(1).mean().item()
         pred = retain.argmax(1)
         if self.reference is None:
             self.reference = pred

@@ -4,7 +4,7 @@ Each item is asked the question of every axis it has a label on (the adapter's `
 the forget items the concept axis's question (F: cross-entropy of their own concept answer,
 ascended), the retain items all of theirs (R: next-token loss on the answers; M: drift of the
 answer-word log-probabilities against θ0). A request may forget several labels of one axis
-("identities:hana+ivan"): each forget item's concept answer is its own label.
+("identities:hana+ivan"): a forget item's answer must then name none of them.
 """
 
 from __future__ import annotations
@@ -62,8 +62,9 @@ class VlmTask(Task):
 
     # -- the family's objectives on one batch (METHOD.md §6) -----------------------------------
     def forget_loss(self, batch: Pairs, axis: str, label: str) -> torch.Tensor:
+        """F on items carrying `axis:label` (several labels: "a+b"): the answer must name none of them."""
         qa = self.asked(batch, (axis,))
-        return self.adapter.forget_objective(qa.pixels, qa.questions, qa.answers)
+        return self.adapter.forget_objective(qa.pixels, qa.questions, self.targets if label == self.label else [label])
 
     def retain_loss(self, batch: Pairs) -> torch.Tensor:
         qa = self.asked(batch)
