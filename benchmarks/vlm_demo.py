@@ -1,4 +1,4 @@
-"""RAZOR, SLUG and gradient ascent on the demo VLM: forget one identity (and two in one request).
+"""RAZOR, SLUG and gradient ascent on the demo VLM: forget one identity.
 
 Prints one table (FA, utility, FA after 4-bit, seconds, peak MB, delta KB). Each run is its own
 `razor unlearn --model demo-vlm --json` process, so peak MB is that process's resident memory

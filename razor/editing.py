@@ -227,8 +227,8 @@ def edit(task, p: EditParams, ranking: Ranking, probe: Probe, frozen: list[torch
                                accuracy_val=probe.current.accuracy, kept_fa_val=probe.current.kept_fa, met=probe.met(p)))
         bar.update(1)
         bar.set_postfix(fa=f"{probe.current.fa:.2f}", retain=f"{probe.current.retain:.3f}")
-        if probe.met(p):
-            break
+        if probe.met(p) or (r > 0 and eta == 0):
+            break  # met, or no candidate could step: the next round would see the same model
     bar.close()
     delta = Delta.from_edit(base, params, [comps[n] for n in edited],
                             meta=dict(method="razor", components=edited, base=adapter.source))

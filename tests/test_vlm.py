@@ -95,10 +95,12 @@ def test_clip_only_methods_are_refused_on_a_vlm_before_any_work(demo_manifest):
         run_method("salun", task, method_params("salun"))
 
 
-def test_the_pipeline_forgets_one_identity_from_the_demo_vlm(tmp_path, prefect_server):
+@pytest.mark.parametrize("request_id, forget", [("demo-vlm-identity-hana", "identities:hana"),
+                                                ("demo-vlm-identities-hana-ivan", "identities:hana+ivan")])
+def test_the_pipeline_forgets_identities_from_the_demo_vlm(request_id, forget, tmp_path, prefect_server):
+    """One identity, and two in one request: FA ≤ 0.10 from ≥ 0.85, utility down at most 5 points."""
     ws = make_workspace(tmp_path / "ws")
-    request = ws / "data/requests/demo-vlm-identity-hana.yaml"
-    out = CliRunner().invoke(main, ["run", str(request), "--workspace", str(ws), "--json"])
+    out = CliRunner().invoke(main, ["run", str(ws / f"data/requests/{request_id}.yaml"), "--workspace", str(ws), "--json"])
     assert out.exit_code == 0, out.output
     result = json.loads(out.stdout.strip().splitlines()[-1])
     before, after = result["before"], result["after"]
@@ -106,7 +108,7 @@ def test_the_pipeline_forgets_one_identity_from_the_demo_vlm(tmp_path, prefect_s
     assert before["fa"] >= 0.85 and after["fa"] <= 0.10, result
     assert after["utility"] >= before["utility"] - 0.05, result
     assert set(result["utility_per_axis"]["after"]) == {"identities", "objects", "styles"}
-    assert result["forget"] == "identities:hana" and result["model_version"] == "1"
+    assert result["forget"] == forget and result["model_version"] == "1"
     assert result["components"] and all(c.startswith(("vision.", "projector.")) for c in result["components"])
-    delta = Delta.load(ws / "data/runs/demo-vlm-identity-hana/edit/delta.safetensors")
+    delta = Delta.load(ws / f"data/runs/{request_id}/edit/delta.safetensors")
     assert all(".vision_tower." in n or ".multi_modal_projector." in n for n in delta.params)  # the LM is untouched

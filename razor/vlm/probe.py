@@ -28,7 +28,7 @@ class VlmProbe(Probe):
         self.kept = task.asked(kept, tuple({axis for axis, _ in task.kept_ids()})) if kept is not None else None
         self.targets = torch.tensor([a.answer_token(t) for t in task.targets])
         self.truth = {n: torch.tensor([a.answer_token(x) for x in qa.answers])
-                      for n, qa in (("forget", self.forget), ("retain", self.retain), ("kept", self.kept)) if qa is not None}
+                      for n, qa in (("retain", self.retain), ("kept", self.kept)) if qa is not None}
         self.current = self.measure()
 
     def refresh(self, changed=None) -> Measure:
