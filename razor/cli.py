@@ -153,6 +153,23 @@ def train_vlm(data, out, steps, seed):
     click.echo(f"trained in {record['seconds']:.0f}s; test answer accuracy: {acc}; saved to {out}")
 
 
+@demo.command("train-sd")
+@click.option("--data", type=click.Path(dir_okay=False), help="Parquet manifest (default: the demo world)")
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--steps", default=2000, show_default=True, type=click.IntRange(min=1))
+@click.option("--minutes", default=28.0, show_default=True, type=click.FloatRange(min=0), help="stop training after this long")
+@click.option("--seed", default=0, show_default=True)
+@friendly
+def train_sd(data, out, steps, minutes, seed):
+    """Train the demo diffusion model (a tiny pixel-space UNet on the demo CLIP's text tower) on objects × styles."""
+    from razor.demo.sd import train_sd as run
+
+    record = run(out, data, seed=seed, steps=steps, minutes=minutes)
+    acc = ", ".join(f"{k} {v:.3f}" for k, v in record["generated_accuracy"].items())
+    click.echo(f"trained {record['steps']} steps in {record['seconds']:.0f}s; generated images labelled right: {acc}; "
+               f"saved to {out}")
+
+
 @main.group()
 def data():
     """Datasets as Parquet manifests."""
@@ -162,15 +179,19 @@ def data():
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
 @click.option("--seed", default=0, show_default=True)
+@click.option("--layout", type=click.Choice(["folders", "unlearncanvas"]), default="folders", show_default=True,
+              help="folders: FOLDER/<label>/<image>; unlearncanvas: FOLDER/<style>/<object>/<image>")
 @friendly
-def import_(folder, out, seed):
-    """Manifest of FOLDER/<label>/<image> (png/jpg): hashes, seeded splits, captions."""
+def import_(folder, out, seed, layout):
+    """Manifest of an image folder (png/jpg): hashes, seeded splits, captions."""
     from razor.data import import_folder, read_manifest
+    from razor.loaders import import_unlearncanvas
 
-    path = import_folder(folder, out, seed=seed)
+    path = (import_unlearncanvas if layout == "unlearncanvas" else import_folder)(folder, out, seed=seed)
     m = read_manifest(path, verify=False)
     counts = {s: len(m.split(s)) for s in ("train", "val", "test")}
-    click.echo(f"{len(m)} images, {len(m.labels()['label'])} labels {counts} → {path}")
+    labels = ", ".join(f"{len(v)} {'labels' if axis == 'label' else axis}" for axis, v in m.labels().items())
+    click.echo(f"{len(m)} images, {labels} {counts} → {path}")
 
 
 @main.group()

@@ -228,13 +228,8 @@ def import_folder(folder: str | Path, out: str | Path, seed: int = 0, val: float
     rng = random.Random(seed)
     for label_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         files = sorted(p for p in label_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        order = list(range(len(files)))
-        rng.shuffle(order)
-        n_test, n_val = round(len(files) * test), round(len(files) * val)
-        for rank, i in enumerate(order):
-            f = files[i]
+        for f, split in seeded_split(files, rng, val, test):
             _check_image(f)
-            split = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
             label = label_dir.name
             rows.append(dict(
                 item_id=f"{label}/{f.name}",
@@ -248,6 +243,15 @@ def import_folder(folder: str | Path, out: str | Path, seed: int = 0, val: float
         raise DataError(f"{folder} holds no png/jpg images under <label>/ sub-folders")
     rows.sort(key=lambda r: r["item_id"])
     return write_manifest(rows, out, root=folder)
+
+
+def seeded_split(files: list[Path], rng: random.Random, val: float, test: float) -> list[tuple[Path, str]]:
+    """(file, split) in a seeded shuffled order: the first test share is test, the next val share val."""
+    order = list(range(len(files)))
+    rng.shuffle(order)
+    n_test, n_val = round(len(files) * test), round(len(files) * val)
+    return [(files[i], "test" if rank < n_test else "val" if rank < n_test + n_val else "train")
+            for rank, i in enumerate(order)]
 
 
 def _check_image(path: Path) -> None:

@@ -8,6 +8,7 @@ from typing import Callable
 
 from razor import metrics
 from razor.cache import FrozenCache
+from razor.errors import ModelError
 from razor.probe import Probe
 from razor.task import Task
 from razor.vlm import metrics as vlm_metrics
@@ -33,6 +34,9 @@ FAMILIES = {
 
 
 def family(adapter) -> Family:
+    if adapter.family not in FAMILIES:
+        raise ModelError(f"{adapter.source!r} loads as a {adapter.family!r} model, but RAZOR cannot unlearn that family yet "
+                         f"(it unlearns {', '.join(FAMILIES)}); see the open Stable Diffusion issue")
     return FAMILIES[adapter.family]
 
 

@@ -67,3 +67,19 @@ def before_after(report: dict, path: Path) -> None:
     ax.set_title(f"{report['method']}: forget {report['forget']}")
     ax.legend()
     _save(fig, path)
+
+
+def image_grid(prompts: list[str], rows: dict, path: Path) -> None:
+    """Generated images: one row per model or method, one column per prompt (images in [-1, 1])."""
+    fig, axes = plt.subplots(len(rows), len(prompts), figsize=(1.3 * len(prompts), 1.4 * len(rows)), squeeze=False)
+    for r, (name, images) in enumerate(rows.items()):
+        for c, prompt in enumerate(prompts):
+            ax = axes[r][c]
+            ax.imshow(((images[c].detach().cpu().float().permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(prompt, fontsize=7)
+            if c == 0:
+                ax.set_ylabel(name, fontsize=8)
+    _save(fig, path)

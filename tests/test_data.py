@@ -120,3 +120,32 @@ def test_concepts_resolve_by_label_or_axis_label(demo_manifest):
         m.resolve_concept("unicorn")
     with pytest.raises(LabelError, match="not in axis 'styles'"):
         m.resolve_concept("styles:star")
+
+
+def test_an_unlearncanvas_folder_imports_with_style_and_object_axes(tmp_path):
+    from click.testing import CliRunner
+
+    from razor.cli import main
+
+    root = tmp_path / "UnlearnCanvas"
+    for style in ("Van_Gogh", "Crayon"):
+        for obj in ("Dogs", "Towers"):
+            (root / style / obj).mkdir(parents=True)
+            for i in range(1, 8):
+                world.sample(0, i, "shape", ("star", "dotted")).image.save(root / style / obj / f"{i}.jpg")
+    args = ["data", "import", str(root), "--layout", "unlearncanvas", "--out", str(tmp_path / "uc.parquet")]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0 and "28 images, 2 styles, 2 objects" in res.output, res.output
+    m = read_manifest(tmp_path / "uc.parquet")
+    assert m.labels() == {"styles": ["Crayon", "Van_Gogh"], "objects": ["Dogs", "Towers"]}
+    row = next(r for r in m.rows if r["item_id"] == "Van_Gogh/Towers/3.jpg")
+    assert row["caption"] == "An image of Towers in Van_Gogh style." and row["styles"] == "Van_Gogh"
+    for style in ("Van_Gogh", "Crayon"):  # every style × object group is split on its own
+        for obj in ("Dogs", "Towers"):
+            splits = [r["split"] for r in m.rows if r["styles"] == style and r["objects"] == obj]
+            assert sorted(splits) == ["test", "train", "train", "train", "train", "train", "val"]
+    assert len(m.filter(m.carries("styles", "Crayon"))) == 14
+    with pytest.raises(DataError, match="the UnlearnCanvas layout"):
+        from razor.loaders import import_unlearncanvas
+
+        import_unlearncanvas(root / "Crayon" / "Dogs", tmp_path / "bad.parquet")

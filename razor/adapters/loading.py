@@ -20,9 +20,12 @@ def check_folder(folder: Path) -> None:
 
 
 def model_type(spec: str) -> str:
-    """The `model_type` of a local folder's or a (cached) hub id's config."""
+    """The `model_type` of a local folder's or a (cached) hub id's config; "sd" for a diffusers
+    Stable Diffusion layout (model_index.json, no top-level config.json)."""
     from transformers import AutoConfig
 
+    if (Path(spec) / "model_index.json").is_file() or (not Path(spec).exists() and _hub_pipeline(spec)):
+        return "sd"
     if Path(spec).exists():
         check_folder(Path(spec))
     try:
@@ -32,8 +35,16 @@ def model_type(spec: str) -> str:
                          "(config.json, model.safetensors, tokenizer files) or a hub id that is in the local cache") from e
 
 
+def _hub_pipeline(spec: str) -> bool:
+    """Whether a (cached) hub id is a diffusers pipeline: it has model_index.json."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(spec, "model_index.json"), str)
+
+
 def load_model(spec: str, dtype=None, device: str = "cpu"):
-    """`demo`, `demo-vlm`, a local folder or a hub id → its adapter (CLIP or LLaVA-style VLM)."""
+    """`demo`, `demo-vlm`, a local folder or a hub id → its adapter (CLIP, LLaVA-style VLM or Stable
+    Diffusion)."""
     import torch
 
     from razor.adapters.clip import DEMO_MODEL, load_clip
@@ -47,4 +58,9 @@ def load_model(spec: str, dtype=None, device: str = "cpu"):
         return load_llava(source, dtype, device)
     if kind == "clip":
         return load_clip(source, dtype, device)
-    raise ModelError(f"{spec!r} is a {kind!r} model; RAZOR edits CLIP (model_type clip) and LLaVA-style VLMs (llava)")
+    if kind == "sd":
+        from razor.adapters.sd import load_sd
+
+        return load_sd(source, dtype, device)
+    raise ModelError(f"{spec!r} is a {kind!r} model; RAZOR edits CLIP (model_type clip), LLaVA-style VLMs (llava) "
+                     "and Stable Diffusion pipelines (model_index.json)")
