@@ -102,6 +102,11 @@ def test_hub_id_that_cannot_be_resolved_offline():
         load_clip("openai/clip-vit-base-patch32")
 
 
+def test_a_mistyped_model_path_is_named(tmp_path):
+    res = run(["unlearn", "--model", str(tmp_path / "no-such-model"), "--forget", "star", "--data", str(tmp_path / "x.parquet")])
+    assert res.exit_code == 2 and "cannot read the config of model" in res.output and "no-such-model" in res.output
+
+
 def test_invalid_method_parameters(tmp_path):
     res = run(["unlearn", "--forget", "star", "--param", "rho=7", "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "rho" in res.output and "less than or equal to 1" in res.output

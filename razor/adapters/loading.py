@@ -39,7 +39,10 @@ def _hub_pipeline(spec: str) -> bool:
     """Whether a (cached) hub id is a diffusers pipeline: it has model_index.json."""
     from huggingface_hub import try_to_load_from_cache
 
-    return isinstance(try_to_load_from_cache(spec, "model_index.json"), str)
+    try:
+        return isinstance(try_to_load_from_cache(spec, "model_index.json"), str)
+    except ValueError:  # not a valid repo id (a mistyped path): the config read below names the problem
+        return False
 
 
 def load_model(spec: str, dtype=None, device: str = "cpu"):
