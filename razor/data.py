@@ -229,7 +229,7 @@ def import_folder(folder: str | Path, out: str | Path, seed: int = 0, val: float
     for label_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         files = sorted(p for p in label_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         for f, split in seeded_split(files, rng, val, test):
-            _check_image(f)
+            check_image(f)
             label = label_dir.name
             rows.append(dict(
                 item_id=f"{label}/{f.name}",
@@ -254,7 +254,8 @@ def seeded_split(files: list[Path], rng: random.Random, val: float, test: float)
             for rank, i in enumerate(order)]
 
 
-def _check_image(path: Path) -> None:
+def check_image(path: Path) -> None:
+    """Refuse a file that is not a readable image, naming it."""
     try:
         with Image.open(path) as im:
             im.load()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from razor.data import IMAGE_SUFFIXES, _check_image, seeded_split, write_manifest
+from razor.data import IMAGE_SUFFIXES, check_image, seeded_split, write_manifest
 from razor.errors import DataError
 from razor.io import sha256_file
 
@@ -23,10 +23,10 @@ def import_unlearncanvas(folder: str | Path, out: str | Path, seed: int = 0, val
     rows = []
     for style_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         for object_dir in sorted(p for p in style_dir.iterdir() if p.is_dir()):
+            style, obj = style_dir.name, object_dir.name
             files = sorted(p for p in object_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             for f, split in seeded_split(files, rng, val, test):
-                _check_image(f)
-                style, obj = style_dir.name, object_dir.name
+                check_image(f)
                 rows.append(dict(item_id=f"{style}/{obj}/{f.name}", path=f.relative_to(folder).as_posix(), label=obj,
                                  caption=f"An image of {obj} in {style} style.", split=split, sha256=sha256_file(f),
                                  styles=style, objects=obj))
