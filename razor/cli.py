@@ -54,7 +54,7 @@ def main():
 @click.option("--data", type=click.Path(dir_okay=False), help="Parquet manifest (default: the demo world)")
 @click.option("--forget", required=True, help="the concept: a label, or axis:label (a VLM: labels of one axis joined by +)")
 @click.option("--method", default="razor", show_default=True,
-              type=click.Choice(["razor", "slug", "ga", "graddiff", "ft", "salun", "retrain"]))
+              type=click.Choice(["razor", "slug", "ga", "graddiff", "ft", "salun", "retrain", "esd", "uce"]))
 @click.option("--param", "params", multiple=True, help="method parameter KEY=VALUE (repeatable)")
 @click.option("--out", type=click.Path(file_okay=False), help="folder for the delta, logs, report and plots")
 @click.option("--seed", default=0, show_default=True)
@@ -156,15 +156,18 @@ def train_vlm(data, out, steps, seed):
 @demo.command("train-sd")
 @click.option("--data", type=click.Path(dir_okay=False), help="Parquet manifest (default: the demo world)")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
-@click.option("--steps", default=2000, show_default=True, type=click.IntRange(min=1))
+@click.option("--steps", default=2400, show_default=True, type=click.IntRange(min=1))
 @click.option("--minutes", default=28.0, show_default=True, type=click.FloatRange(min=0), help="stop training after this long")
+@click.option("--classifier-steps", default=600, show_default=True, type=click.IntRange(min=1),
+              help="training steps of the image classifier that labels generations")
 @click.option("--seed", default=0, show_default=True)
 @friendly
-def train_sd(data, out, steps, minutes, seed):
-    """Train the demo diffusion model (a tiny pixel-space UNet on the demo CLIP's text tower) on objects × styles."""
+def train_sd(data, out, steps, minutes, classifier_steps, seed):
+    """Train the demo diffusion model (a tiny pixel-space UNet on the demo CLIP's text tower) on objects × styles,
+    then its image classifier."""
     from razor.demo.sd import train_sd as run
 
-    record = run(out, data, seed=seed, steps=steps, minutes=minutes)
+    record = run(out, data, seed=seed, steps=steps, minutes=minutes, classifier_steps=classifier_steps)
     acc = ", ".join(f"{k} {v:.3f}" for k, v in record["generated_accuracy"].items())
     click.echo(f"trained {record['steps']} steps in {record['seconds']:.0f}s; generated images labelled right: {acc}; "
                f"saved to {out}")

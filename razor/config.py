@@ -29,14 +29,18 @@ class ObjectiveParams(Params):
 
     kept_weight: float = Field(0.5, ge=0, description="(ours) weight of the already-forgotten concepts' forget "
                                "objective added to this one's, so the edit keeps them forgotten")
+    forget_objective: Literal["default", "noise", "embedding"] = Field(
+        "default", description="(ours) a diffusion model's F: the noise-prediction gap toward the anchor prompt "
+        "(noise, its default) or the text-embedding gap (embedding); other families have one F")
 
 
 class RankParams(ObjectiveParams):
     """The contribution ranking (METHOD.md §2–3): which components, how they are scored and chosen."""
 
     granularity: Literal["layer", "head", "both"] = "both"
-    towers: tuple[Literal["vision", "text", "projector"], ...] = Field(
-        ("vision", "text"), min_length=1, description="which towers' components are candidates (projector: a VLM's)")
+    towers: tuple[Literal["vision", "text", "projector", "xattn"], ...] = Field(
+        ("vision", "text"), min_length=1,
+        description="which towers' components are candidates (projector: a VLM's; xattn: a diffusion UNet's to_k/to_v)")
     alpha: float = Field(1.0, ge=0, le=1)
     alignment: Literal["signed", "abs"] = "signed"
     normalize: Literal["none", "tower"] = "none"
@@ -70,7 +74,7 @@ class RazorParams(RankParams, EditParams):
 
 
 class SlugParams(SearchParams):
-    towers: tuple[Literal["vision", "text", "projector"], ...] = Field(("vision", "text"), min_length=1)
+    towers: tuple[Literal["vision", "text", "projector", "xattn"], ...] = Field(("vision", "text"), min_length=1)
     robust_bits: int | None = None  # SLUG's search checks the unquantised model only
 
 
@@ -83,6 +87,26 @@ class TrainParams(Params):
     forget_target: float = Field(0.05, ge=0, le=1)
     retain_weight: float = Field(1.0, ge=0)
     saliency: float = Field(0.5, gt=0, le=1, description="salun: share of weights kept by the saliency mask")
+
+
+class EsdParams(Params):
+    """ESD-x on a diffusion model: Adam on the UNet's cross-attention toward negative guidance."""
+
+    lr: float = Field(1e-4, gt=0)
+    eta: float = Field(1.0, ge=0, description="negative guidance scale")
+    batch_size: int = Field(8, ge=1, description="forget items per step")
+    max_steps: int = Field(200, ge=1)
+    eval_every: int = Field(10, ge=1)
+    forget_target: float = Field(0.05, ge=0, le=1)
+    seed: int = 0
+
+
+class UceParams(Params):
+    """UCE's closed-form cross-attention edit."""
+
+    lam: float = Field(0.5, gt=0, description="λ: pull toward the original weights")
+    erase_scale: float = Field(1.0, ge=0)
+    preserve_scale: float = Field(0.1, ge=0)
 
 
 class RetrainParams(Params):

@@ -155,6 +155,7 @@ def rank(task, p: RankParams) -> Ranking:
     t0 = time.perf_counter()
     comps = candidates(task.adapter, p)
     names = sorted({n for c in comps.values() for n in c.params})
+    task.use_objective(p.forget_objective)
     g_f, g_r = task.forget_gradient(names, p.kept_weight), task.retain_gradient(names)
     scores = ratio_scores(list(comps.values()), task.adapter.parameters(), g_f, g_r, p.alpha, p.alignment, p.normalize)
     return Ranking(g_f, g_r, scores, select(scores, p.select, p.k, p.tau), p, time.perf_counter() - t0)
@@ -185,6 +186,7 @@ def edit(task, p: EditParams, ranking: Ranking, probe: Probe, frozen: list[torch
     names = sorted(ranking.g_f)
     base = {n: params[n].detach().clone() for n in names}
     timing = defaultdict(float)
+    task.use_objective(p.forget_objective)
     m0 = probe.current
     frozen = frozen if p.lambda_m > 0 and p.mode == "one_step" else None
 

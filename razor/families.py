@@ -9,10 +9,13 @@ from typing import Callable
 from razor import metrics
 from razor.cache import FrozenCache
 from razor.errors import ModelError
+from razor.output_cache import OutputCache
 from razor.probe import Probe
+from razor.sd import metrics as sd_metrics
+from razor.sd.probe import SdProbe
+from razor.sd.task import SdTask
 from razor.task import Task
 from razor.vlm import metrics as vlm_metrics
-from razor.vlm.cache import AnswerCache
 from razor.vlm.probe import VlmProbe
 from razor.vlm.task import VlmTask
 
@@ -25,18 +28,21 @@ class Family:
     evaluate: Callable  # (task, reference, seed, bits) → (metrics, predictions)
     keys: Callable  # bits → the report's metric keys
     forget_and_utility: Callable  # task → (forget accuracy, utility) on the held-out items
+    figure: Callable | None = None  # (task, {name: predictions}, path) → the family's own before/after figure
 
 
 FAMILIES = {
     "clip": Family(Task, Probe, FrozenCache, metrics.evaluate, metrics.keys, metrics.forget_and_utility),
-    "vlm": Family(VlmTask, VlmProbe, AnswerCache, vlm_metrics.evaluate, vlm_metrics.keys, vlm_metrics.forget_and_utility),
+    "vlm": Family(VlmTask, VlmProbe, OutputCache, vlm_metrics.evaluate, vlm_metrics.keys, vlm_metrics.forget_and_utility),
+    "sd": Family(SdTask, SdProbe, OutputCache, sd_metrics.evaluate, sd_metrics.keys, sd_metrics.forget_and_utility,
+                 sd_metrics.figure),
 }
 
 
 def family(adapter) -> Family:
     if adapter.family not in FAMILIES:
         raise ModelError(f"{adapter.source!r} loads as a {adapter.family!r} model, but RAZOR cannot unlearn that family yet "
-                         f"(it unlearns {', '.join(FAMILIES)}); see the open Stable Diffusion issue")
+                         f"(it unlearns {', '.join(FAMILIES)})")
     return FAMILIES[adapter.family]
 
 

@@ -12,7 +12,7 @@ from razor.io import atomic_path
 from razor.metrics import BITS
 
 NAMES = {"fa1": "FA@1", "fa5": "FA@5", "forget_cos": "forget cosine", "utility": "utility", "stability": "stability",
-         "leakage": "MIA leakage", "fa": "FA"}
+         "leakage": "MIA leakage", "fa": "FA", "ua": "UA", "ira": "IRA", "cra": "CRA"}
 
 
 def summarize(method: str, task, components: list[str], seconds: float, peak_mb: float, delta_bytes: int,

@@ -57,7 +57,7 @@ class Request(BaseModel):
     concept: Concept
     forget_data: str | None = None
     retain_data: str | None = None
-    method: Literal["razor", "slug", "ga", "graddiff", "ft", "salun", "retrain"] = "razor"
+    method: Literal["razor", "slug", "ga", "graddiff", "ft", "salun", "retrain", "esd", "uce"] = "razor"
     params: dict = Field(default_factory=dict)
     seed: int = Field(0, ge=0)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -34,6 +35,7 @@ class Task:
     forgotten: tuple[str, ...] = ()  # axis:label the model already forgot (they must stay forgotten)
     kept_val: Pairs | None = None  # val items carrying one of them (and not this concept): the step search's check
     kept: Pairs | None = None  # training items carrying them (their forget objective)
+    objective: str = "default"  # the forget objective F where a family offers several (SD: noise | embedding)
 
     @classmethod
     def build(cls, adapter, manifest: Manifest, concept: str, forget_size: int = 256, retain_size: int = 512,
@@ -45,6 +47,15 @@ class Task:
         return cls.load(adapter, chosen, batch_size)
 
     multi_label = False  # whether one request may forget several labels of an axis ("a+b")
+    objectives: ClassVar[tuple[str, ...]] = ()  # the forget objectives a family offers beyond its default
+
+    def use_objective(self, name: str) -> None:
+        """Forget with the objective `name` from here on ("default": the family's own)."""
+        if name != "default" and name not in self.objectives:
+            raise RazorError(f"forget_objective {name!r} is not offered for {self.adapter.family} models "
+                              f"(they offer: default{''.join(', ' + o for o in self.objectives)})")
+        if name != "default":
+            self.objective = name
 
     @classmethod
     def load(cls, adapter, sets: Curated, batch_size: int = 128) -> "Task":

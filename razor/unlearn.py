@@ -38,21 +38,23 @@ def unlearn(forget: str, model: str = "demo", data: str | Path | None = None, me
 
         data = demo_manifest()
     task = build_task(adapter, read_manifest(data), forget, retain_size=retain_size, seed=seed)
-    evaluate = family(adapter).evaluate
-    before, reference = evaluate(task, seed=seed)
+    kind = family(adapter)
+    before, reference = kind.evaluate(task, seed=seed)
     with measure() as cost:
         result = run_method(method, task, chosen, progress=progress)
-    after, _ = evaluate(task, reference=reference, seed=seed)
+    after, predicted = kind.evaluate(task, reference=reference, seed=seed)
     report = summarize(method, task, result.components, cost.seconds, cost.peak_mb, result.delta.nbytes,
                        before, after, result.timing)
     if out is not None:
+        figure = kind.figure and (lambda path: kind.figure(task, {"before": reference, method: predicted}, path))
         write_outputs(Path(out), report, result, dict(model=model, data=str(data), seed=seed,
-                                                      retain_size=retain_size, params=chosen.model_dump()))
+                                                      retain_size=retain_size, params=chosen.model_dump()), figure)
     return report
 
 
-def write_outputs(out: Path, report: dict, result, run: dict) -> Path:
-    """delta.safetensors, rounds.parquet, scores.parquet, report.json and plots, all or nothing."""
+def write_outputs(out: Path, report: dict, result, run: dict, figure=None) -> Path:
+    """delta.safetensors, rounds.parquet, scores.parquet, report.json and plots (with the family's
+    own `figure(path)`, e.g. a diffusion model's image grid), all or nothing."""
     from razor.plots import before_after, expansion_trace, score_scatter
 
     with atomic_dir(out, "report.json") as tmp:
@@ -65,5 +67,7 @@ def write_outputs(out: Path, report: dict, result, run: dict) -> Path:
             pq.write_table(pa.Table.from_pylist(result.scores), tmp / "scores.parquet")
             score_scatter(result.scores, report["components"], tmp / "scores.png")
         before_after(report, tmp / "before_after.png")
+        if figure:
+            figure(tmp / "image_grid.png")
         (tmp / "report.json").write_text(json.dumps(dict(report, run=run), indent=2))
     return out

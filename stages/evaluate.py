@@ -10,7 +10,8 @@ from razor.plots import before_after
 from razor.report import summarize, write_html
 from stages.workspace import STAGES, Workspace, main, write_json
 
-PLOTS = {"component scores": "scores.png", "expansion trace": "expansion_trace.png", "before / after": "before_after.png"}
+PLOTS = {"component scores": "scores.png", "expansion trace": "expansion_trace.png", "before / after": "before_after.png",
+         "generated images": "image_grid.png"}
 
 
 def run(ws: Workspace, request_id: str) -> None:
@@ -19,11 +20,13 @@ def run(ws: Workspace, request_id: str) -> None:
     req, task = ws.task(request_id)
     p = EvaluateParams(**ws.params("evaluate"))
     delta = Delta.load(ws.stage_dir(request_id, "edit") / "delta.safetensors")
-    evaluate = family(task.adapter).evaluate
-    before, reference = evaluate(task, seed=req["seed"], bits=p.bits)
+    kind = family(task.adapter)
+    before, reference = kind.evaluate(task, seed=req["seed"], bits=p.bits)
     delta.apply(task.adapter.parameters())
-    after, _ = evaluate(task, reference=reference, seed=req["seed"], bits=p.bits)
+    after, predicted = kind.evaluate(task, reference=reference, seed=req["seed"], bits=p.bits)
     edit = stages["edit"]
+    if kind.figure:
+        kind.figure(task, {"base": reference, edit["method"]: predicted}, ws.plot(request_id, "image_grid.png"))
     method_stages = ("cache", "rank", "edit") if edit["method"] == "razor" else ("edit",)
     report = summarize(edit["method"], task, edit["components"], sum(stages[s]["seconds"] for s in method_stages),
                        max(stages[s]["peak_mb"] for s in method_stages), edit["delta_bytes"], before, after,

@@ -91,7 +91,7 @@ def test_clip_only_methods_are_refused_on_a_vlm_before_any_work(demo_manifest):
     from razor.methods import method_params, run_method
 
     task = build_task(load_demo_vlm(), read_manifest(demo_manifest), "hana", eval_size=50)
-    with pytest.raises(RazorError, match="salun works on CLIP models only"):
+    with pytest.raises(RazorError, match="salun works on clip models only"):
         run_method("salun", task, method_params("salun"))
 
 

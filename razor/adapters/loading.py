@@ -6,7 +6,7 @@ from pathlib import Path
 
 from razor.errors import ModelError
 
-DEMO_MODELS = ("demo", "demo-vlm")  # the shipped demo CLIP and demo VLM (trained on the demo world)
+DEMO_MODELS = ("demo", "demo-vlm", "demo-sd")  # the shipped demo CLIP, VLM and diffusion model (the demo world)
 
 
 def check_folder(folder: Path) -> None:
@@ -46,16 +46,17 @@ def _hub_pipeline(spec: str) -> bool:
 
 
 def load_model(spec: str, dtype=None, device: str = "cpu"):
-    """`demo`, `demo-vlm`, a local folder or a hub id → its adapter (CLIP, LLaVA-style VLM or Stable
-    Diffusion)."""
+    """`demo`, `demo-vlm`, `demo-sd`, a local folder or a hub id → its adapter (CLIP, LLaVA-style VLM
+    or Stable Diffusion)."""
     import torch
 
     from razor.adapters.clip import DEMO_MODEL, load_clip
     from razor.adapters.llava import load_llava
+    from razor.demo.sd import DEMO_SD
     from razor.demo.vlm import DEMO_VLM
 
     dtype = dtype or torch.float32
-    source = {"demo": str(DEMO_MODEL), "demo-vlm": str(DEMO_VLM)}.get(spec, spec)
+    source = {"demo": str(DEMO_MODEL), "demo-vlm": str(DEMO_VLM), "demo-sd": str(DEMO_SD)}.get(spec, spec)
     kind = model_type(source)
     if kind == "llava":
         return load_llava(source, dtype, device)

@@ -44,7 +44,8 @@ def load_sd(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu") 
     try:
         text = CLIPTextModel.from_pretrained(spec, subfolder="text_encoder", use_safetensors=True, dtype=dtype)
         tokenizer = CLIPTokenizer.from_pretrained(spec, subfolder="tokenizer")
-        unet = UNet2DConditionModel.from_pretrained(spec, subfolder="unet", use_safetensors=True, torch_dtype=dtype)
+        unet = UNet2DConditionModel.from_pretrained(spec, subfolder="unet", use_safetensors=True, torch_dtype=dtype,
+                                                    low_cpu_mem_usage=False)
         scheduler = DDIMScheduler.from_pretrained(spec, subfolder="scheduler")
         has_vae = (folder / "vae").is_dir() if folder.exists() else _index(spec).get("vae", [None])[0] is not None
         vae = AutoencoderKL.from_pretrained(spec, subfolder="vae", use_safetensors=True, torch_dtype=dtype) if has_vae else None
@@ -76,6 +77,8 @@ class SdAdapter:
             raise ModelError(f"the UNet takes {unet.config.in_channels} channels and there is no VAE; "
                              "a pixel-space UNet takes 3·f² channels (pixel_unshuffle by f)")
         self.factor = 1 if vae is not None else math.isqrt(unet.config.in_channels // 3)
+        scale = self.factor if vae is None else 2 ** (len(vae.config.block_out_channels) - 1)
+        self.preprocess = dict(size=unet.config.sample_size * scale, mean=(0.5,) * 3, std=(0.5,) * 3)  # → [-1, 1]
 
     @property
     def text_encoder(self):

@@ -1,8 +1,8 @@
 """UnlearnCanvas metrics on generated images (METHOD.md §7).
 
 For a concept c on axis A (styles or objects), B the other axis, every prompt "a {style} {object}"
-is drawn with `seeds` fixed seeds (the same noise before and after an edit) and labelled by a
-classifier that the edit cannot touch:
+is drawn with fixed seeds (the same noise before and after an edit) and labelled by a classifier
+that the edit cannot touch:
     UA  = 1 − share of c's images labelled c on A          (unlearning accuracy)
     IRA = share of the other A-labels' images right on A   (in-domain retain accuracy)
     CRA = share of the other A-labels' images right on B   (cross-domain retain accuracy)
@@ -15,10 +15,21 @@ from dataclasses import dataclass
 
 import torch
 
-from razor.demo.sd import grid_pairs, prompts
 from razor.quantize import quantized
 
 AXES = ("styles", "objects")
+PROMPT = "a {style} {object}"
+BITS = (8, 4)
+SEEDS, STEPS, GUIDANCE = 2, 20, 4.0  # the test protocol: noise seeds per prompt, DDIM steps, CFG scale
+
+
+def grid(labels: dict[str, list[str]]) -> list[tuple[str, str]]:
+    """Every (style, object) pair of the labels."""
+    return [(s, o) for s in labels["styles"] for o in labels["objects"]]
+
+
+def prompts(pairs: list[tuple[str, str]]) -> list[str]:
+    return [PROMPT.format(style=s, object=o) for s, o in pairs]
 
 
 @dataclass(frozen=True)
@@ -30,14 +41,14 @@ class Drawn:
     said: dict[str, list[str]]  # axis → the classifier's label per image
 
 
-def draw(adapter, classifier, seeds: int = 2, steps: int = 20, guidance: float = 4.0,
-         only: tuple[str, str] | None = None) -> Drawn:
+def draw(adapter, classifier, seeds: int = SEEDS, steps: int = STEPS, guidance: float = GUIDANCE,
+         only: tuple[str, str] | None = None, offset: int = 0) -> Drawn:
     """Every (style, object) prompt (`only`: those naming axis:label) drawn with `seeds` noise seeds
-    of its own, fixed across models, so before and after see the same noise."""
-    grid = grid_pairs()
-    keep = [i for i, p in enumerate(grid) if only is None or p[AXES.index(only[0])] == only[1]]
-    pairs = [grid[i] for i in keep for _ in range(seeds)]
-    noise_seeds = [i * 1000 + k for i in keep for k in range(seeds)]
+    of its own (offset + 1000·prompt + k), fixed across models, so before and after see the same noise."""
+    pairs_all = grid(classifier.labels)
+    keep = [i for i, p in enumerate(pairs_all) if only is None or p[AXES.index(only[0])] == only[1]]
+    pairs = [pairs_all[i] for i in keep for _ in range(seeds)]
+    noise_seeds = [offset + i * 1000 + k for i in keep for k in range(seeds)]
     images = adapter.generate(prompts(pairs), noise_seeds, steps, guidance)
     return Drawn(pairs, images, classifier(images))
 
@@ -57,8 +68,8 @@ def scores(drawn: Drawn, axis: str, label: str) -> dict[str, float]:
                 cra=sum(drawn.said[other][i] == drawn.pairs[i][b] for i in rest) / len(rest))
 
 
-def evaluate(adapter, classifier, axis: str, label: str, seeds: int = 2, steps: int = 20, guidance: float = 4.0,
-             bits: tuple[int, ...] = (8, 4)) -> tuple[dict[str, float], Drawn]:
+def measure(adapter, classifier, axis: str, label: str, seeds: int = SEEDS, steps: int = STEPS,
+            guidance: float = GUIDANCE, bits: tuple[int, ...] = BITS) -> tuple[dict[str, float], Drawn]:
     """`ua, ira, cra` and `ua_q{b}` for each of `bits`, and the full-precision images."""
     drawn = draw(adapter, classifier, seeds, steps, guidance)
     out = scores(drawn, axis, label)
@@ -67,3 +78,40 @@ def evaluate(adapter, classifier, axis: str, label: str, seeds: int = 2, steps: 
             concept = draw(adapter, classifier, seeds, steps, guidance, only=(axis, label))
         out[f"ua_q{b}"] = 1 - sum(s == label for s in concept.said[axis]) / len(concept.pairs)
     return out, drawn
+
+
+# -- the family protocol (razor.families) ------------------------------------------------------
+def keys(bits=BITS) -> tuple[str, ...]:
+    """The report's metric keys when re-checking under `bits`."""
+    return ("ua", "ira", "cra") + tuple(f"ua_q{b}" for b in bits)
+
+
+def evaluate(task, reference: Drawn | None = None, seed: int = 0, bits=BITS) -> tuple[dict, Drawn]:
+    """Metrics of the model as it is now and its drawn images (`reference`, `seed`: unused, the
+    noise is fixed per prompt); "utility_per_axis" holds IRA and CRA under their axes' names."""
+    out, drawn = measure(task.adapter, task.classifier, task.axis, task.label, bits=bits)
+    other = AXES[1 - AXES.index(task.axis)]
+    out["utility_per_axis"] = {task.axis: out["ira"], other: out["cra"]}
+    out["quantized"] = {str(b): dict(ua=out[f"ua_q{b}"]) for b in bits}
+    return out, drawn
+
+
+def forget_and_utility(task) -> tuple[float, float]:
+    """The share of concept images still labelled the concept (1 − UA) and the mean of IRA and CRA."""
+    out, _ = measure(task.adapter, task.classifier, task.axis, task.label, bits=())
+    return 1 - out["ua"], (out["ira"] + out["cra"]) / 2
+
+
+def figure(task, rows: dict[str, Drawn], path, per_side: int = 6) -> None:
+    """The before/after image grid: the first seed of `per_side` concept prompts and as many others."""
+    from razor.plots import image_grid
+
+    first = next(iter(rows.values()))
+    a = AXES.index(task.axis)
+    seen, concept, other = set(), [], []
+    for i, p in enumerate(first.pairs):
+        if p not in seen:
+            seen.add(p)
+            (concept if p[a] == task.label else other).append(i)
+    cols = concept[:per_side] + other[:: max(1, len(other) // per_side)][:per_side]
+    image_grid(prompts([first.pairs[i] for i in cols]), {name: d.images[cols] for name, d in rows.items()}, path)

@@ -1,0 +1,40 @@
+"""What the demo benchmarks share: their command line (--methods, --requests, --json) and one
+`razor unlearn --json` process per (request, method), so peak MB is that process's resident
+memory (model and data included). Each benchmark supplies its table's columns."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+
+def run_table(methods: list[str], requests: tuple[str, ...], columns: list[str], row: Callable[[dict], list[str]],
+              model: str | None = None, params: dict[str, list[str]] | None = None) -> list[dict]:
+    """Run every method on every request, print a Markdown table row per run, return the reports."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--methods", default=",".join(methods))
+    ap.add_argument("--requests", default=",".join(requests))
+    ap.add_argument("--json", type=Path, help="also write every report to this file")
+    args = ap.parse_args()
+    print("| request | method | " + " | ".join(columns) + " |")
+    print("|" + "---|" * (len(columns) + 2))
+    reports = []
+    for request in args.requests.split(","):
+        for method in args.methods.split(","):
+            extra = [arg for p in (params or {}).get(method, []) for arg in ("--param", p)]
+            cmd = [sys.executable, "-m", "razor.cli", "unlearn", *(["--model", model] if model else []), "--forget", request,
+                   "--method", method, *extra, "--json"]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                print(f"| {request} | {method} | failed: {done.stderr.strip().splitlines()[-1]} |", flush=True)
+                continue
+            r = json.loads(done.stdout)
+            reports.append(r)
+            print(f"| {request} | {method} | " + " | ".join(row(r)) + " |", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(reports, indent=2))
+    return reports
