@@ -124,3 +124,17 @@ class Probe:
             if has.any():
                 fas.append(((images[has] @ labels[axis].T).argmax(1) == cid).float().mean().item())
         return max(fas)
+
+
+class WholeProbe(Probe):
+    """A probe whose every measurement runs the whole model (families with nothing to reuse)."""
+
+    def refresh(self, changed: Component | None = None) -> Measure:
+        self._quantized_fa = {}
+        self.current = self.measure()
+        return self.current
+
+    @torch.no_grad()
+    def measure_quantized(self, bits: int) -> Measure:
+        with quantized(self.task.adapter.model, bits):
+            return self.measure()

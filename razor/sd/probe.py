@@ -9,8 +9,7 @@ import random
 
 import torch
 
-from razor.probe import Measure, Probe
-from razor.quantize import quantized
+from razor.probe import Measure, WholeProbe
 from razor.sd.metrics import AXES, GUIDANCE, grid, prompts
 from razor.sd.task import SdTask
 
@@ -20,7 +19,7 @@ RETAIN_PROMPTS = 32
 VAL_SEEDS = 500  # noise seed offset of the val prompts (the test protocol draws from 0)
 
 
-class SdProbe(Probe):
+class SdProbe(WholeProbe):
     """Validation metrics of the current diffusion model (each measurement draws every probe prompt)."""
 
     def __init__(self, task: SdTask, cache=None, reuse: bool = True):
@@ -39,11 +38,6 @@ class SdProbe(Probe):
         self.seeds = [VAL_SEEDS + 1000 * pairs.index(p) + k for p in concept for k in range(FORGET_SEEDS)]
         self.seeds += [VAL_SEEDS + 1000 * pairs.index(p) for p in self.retain + self.kept]
         self.current = self.measure()
-
-    def refresh(self, changed=None) -> Measure:
-        self._quantized_fa = {}
-        self.current = self.measure()
-        return self.current
 
     @torch.no_grad()
     def measure(self, component=None) -> Measure:
@@ -74,8 +68,3 @@ class SdProbe(Probe):
                 said = probs[axis][start:][has].argmax(1)
                 fas.append((said == self.task.classifier.labels[axis].index(label)).float().mean().item())
         return max(fas)
-
-    @torch.no_grad()
-    def measure_quantized(self, bits: int) -> Measure:
-        with quantized(self.task.adapter.model, bits):
-            return self.measure()

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import torch
 
-from razor.probe import Measure, Probe
-from razor.quantize import quantized
+from razor.probe import Measure, WholeProbe
 from razor.vlm.task import Questions, VlmTask
 
 PROBE_BATCH = 256
 
 
-class VlmProbe(Probe):
+class VlmProbe(WholeProbe):
     """Validation metrics of the current VLM (each measurement a full forward of the probe questions)."""
 
     def __init__(self, task: VlmTask, cache=None, reuse: bool = True):
@@ -31,21 +30,12 @@ class VlmProbe(Probe):
                       for n, qa in (("retain", self.retain), ("kept", self.kept)) if qa is not None}
         self.current = self.measure()
 
-    def refresh(self, changed=None) -> Measure:
-        self._quantized_fa = {}
-        self.current = self.measure()
-        return self.current
-
     @torch.no_grad()
     def measure(self, component=None) -> Measure:
         parts = [self.forget, self.retain, *([self.kept] if self.kept is not None else [])]
         probs = [self._next_token_probs(qa) for qa in parts]
         return self._score(*probs)
 
-    @torch.no_grad()
-    def measure_quantized(self, bits: int) -> Measure:
-        with quantized(self.task.adapter.model, bits):
-            return self.measure()
 
     def _next_token_probs(self, qa: Questions) -> torch.Tensor:
         a = self.task.adapter
