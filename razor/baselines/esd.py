@@ -7,7 +7,6 @@ sampling; with a forget set at hand, this one noises its images, as RAZOR's F do
 from __future__ import annotations
 
 import copy
-import itertools
 
 import torch
 from tqdm import tqdm
@@ -31,13 +30,10 @@ def esd_edit(task, p: EsdParams, progress: bool = True) -> EditResult:
     with torch.no_grad():
         empty = a.encode([""])
     log = []
-    batches = itertools.cycle(range(len(task.forget)))
     bar = tqdm(range(1, p.max_steps + 1), desc="esd", disable=not progress, leave=False)
     with requires_grad_only(a.model, set(names)):
         for step in bar:
-            pick = torch.randint(len(task.forget), (p.batch_size,), generator=gen) if p.batch_size < len(task.forget) \
-                else torch.tensor([next(batches) for _ in range(p.batch_size)])
-            batch = task.forget.subset(pick)
+            batch = task.forget.subset(torch.randint(len(task.forget), (p.batch_size,), generator=gen))
             concept, _ = task.prompts_of(batch, task.axis)
             x_t, t, _ = task.noised(batch)
             with torch.no_grad():
