@@ -13,8 +13,9 @@ from typing import Callable
 
 
 def run_table(methods: list[str], requests: tuple[str, ...], columns: list[str], row: Callable[[dict], list[str]],
-              model: str | None = None, params: dict[str, list[str]] | None = None) -> list[dict]:
-    """Run every method on every request, print a Markdown table row per run, return the reports."""
+              model: str | None = None, params: Callable[[str, str], list[str]] | None = None) -> list[dict]:
+    """Run every method on every request, print a Markdown table row per run, return the reports.
+    `params(request, method)` gives the run's `KEY=VALUE` method parameters."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--methods", default=",".join(methods))
     ap.add_argument("--requests", default=",".join(requests))
@@ -25,7 +26,7 @@ def run_table(methods: list[str], requests: tuple[str, ...], columns: list[str],
     reports = []
     for request in args.requests.split(","):
         for method in args.methods.split(","):
-            extra = [arg for p in (params or {}).get(method, []) for arg in ("--param", p)]
+            extra = [arg for p in (params(request, method) if params else []) for arg in ("--param", p)]
             cmd = [sys.executable, "-m", "razor.cli", "unlearn", *(["--model", model] if model else []), "--forget", request,
                    "--method", method, *extra, "--json"]
             done = subprocess.run(cmd, capture_output=True, text=True)

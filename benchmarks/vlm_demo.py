@@ -22,4 +22,4 @@ def row(r: dict) -> list[str]:
 
 if __name__ == "__main__":
     run_table(list(PARAMS), REQUESTS, ["FA", "utility", "FA 4-bit", "seconds", "peak MB", "delta KB", "edited"], row,
-              model="demo-vlm", params=PARAMS)
+              model="demo-vlm", params=lambda request, method: PARAMS.get(method, []))

@@ -182,15 +182,27 @@ def data():
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
 @click.option("--seed", default=0, show_default=True)
-@click.option("--layout", type=click.Choice(["folders", "unlearncanvas"]), default="folders", show_default=True,
-              help="folders: FOLDER/<label>/<image>; unlearncanvas: FOLDER/<style>/<object>/<image>")
+@click.option("--layout", type=click.Choice(["folders", "unlearncanvas", "celeba", "imagenet", "webdataset"]),
+              default="folders", show_default=True,
+              help="folders: FOLDER/<label>/<image>; unlearncanvas: FOLDER/<style>/<object>/<image>; celeba: "
+                   "FOLDER/img_align_celeba/ + identity_CelebA.txt; imagenet: FOLDER/{train,val}/<wnid>/<image>; "
+                   "webdataset: FOLDER/*.tar shards of <key>.jpg + <key>.txt")
+@click.option("--names", type=click.Path(dir_okay=False), help="celeba, imagenet, webdataset: '<id> <name>' per line")
+@click.option("--top", type=int, help="celeba: keep the identities with the most images")
 @friendly
-def import_(folder, out, seed, layout):
+def import_(folder, out, seed, layout, names, top):
     """Manifest of an image folder (png/jpg): hashes, seeded splits, captions."""
+    from razor import loaders
     from razor.data import import_folder, read_manifest
-    from razor.loaders import import_unlearncanvas
 
-    path = (import_unlearncanvas if layout == "unlearncanvas" else import_folder)(folder, out, seed=seed)
+    if layout == "celeba":
+        path = loaders.import_celeba(folder, out, names, top, seed=seed)
+    elif layout == "imagenet":
+        path = loaders.import_imagenet(folder, out, names, seed=seed)
+    elif layout == "webdataset":
+        path = loaders.import_webdataset(folder, out, names, seed=seed)
+    else:
+        path = (loaders.import_unlearncanvas if layout == "unlearncanvas" else import_folder)(folder, out, seed=seed)
     m = read_manifest(path, verify=False)
     counts = {s: len(m.split(s)) for s in ("train", "val", "test")}
     labels = ", ".join(f"{len(v)} {'labels' if axis == 'label' else axis}" for axis, v in m.labels().items())

@@ -250,9 +250,9 @@ def test_the_demo_sd_model_draws_prompts_its_classifier_recognises():
 
 
 @pytest.mark.parametrize("request_id, forget", [("demo-sd-style-noisy", "styles:noisy")])
-def test_the_pipeline_runs_a_style_request_on_the_demo_sd_model(request_id, forget, tmp_path, prefect_server):
-    """Through every stage: UA rises from ≤ 0.25 to ≥ 0.75 (measured 0.875; the issue's bar is 0.90), IRA and
-    CRA stay within 10 points of the base model's; only text-encoder and cross-attention to_k / to_v change."""
+def test_the_pipeline_erases_a_demo_sd_request(request_id, forget, tmp_path, prefect_server):
+    """Through every stage: UA rises from ≤ 0.25 to ≥ 0.90 (UnlearnCanvas's bar), IRA and CRA stay within
+    10 points of the base model's; only text-encoder and cross-attention to_k / to_v change."""
     ws = make_workspace(tmp_path / "ws")
     out = CliRunner().invoke(main, ["run", str(ws / f"data/requests/{request_id}.yaml"), "--workspace", str(ws), "--json"])
     assert out.exit_code == 0, out.output
@@ -260,7 +260,7 @@ def test_the_pipeline_runs_a_style_request_on_the_demo_sd_model(request_id, forg
     before, after = result["before"], result["after"]
     assert list(before) == list(after) == ["ua", "ira", "cra", "ua_q8", "ua_q4"]
     assert all(0 <= v <= 1 for v in [*before.values(), *after.values()])
-    assert result["forget"] == forget and before["ua"] <= 0.25 and after["ua"] >= 0.75, result
+    assert result["forget"] == forget and before["ua"] <= 0.25 and after["ua"] >= 0.90, result
     assert after["ira"] >= before["ira"] - 0.10 and after["cra"] >= before["cra"] - 0.10, result
     assert result["components"] and all(c.startswith(("text.", "xattn.")) for c in result["components"])
     delta = Delta.load(ws / f"data/runs/{request_id}/edit/delta.safetensors")

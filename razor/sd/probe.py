@@ -1,7 +1,8 @@
 """The step search's validation measurements on a diffusion model: a few DDIM steps of every
 prompt naming the concept (two noise seeds each) and of a seeded sample of the other prompts (one
 each; val noise seeds, not the test ones), labelled by the task's classifier. FA is the share of concept images still labelled
-the concept; retain the share of other images whose labels (both axes) are θ0's."""
+the concept; retain the share of other images labelled as θ0 labelled them, on the axis that
+kept fewer (IRA and CRA must each hold, so one axis's loss is not averaged away)."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ class SdProbe(WholeProbe):
         pred = {axis: probs[axis][nf:nf + nr].argmax(1) for axis in AXES}
         if self.reference is None:
             self.reference = pred
-        same = sum((pred[x] == self.reference[x]).sum().item() for x in AXES) / (len(AXES) * max(nr, 1))
+        same = min((pred[x] == self.reference[x]).float().mean().item() if nr else 1.0 for x in AXES)
         accs = [(pred[x] == torch.tensor([labels[x].index(p[i]) for p in self.retain])).float().mean().item()
                 for i, x in enumerate(AXES)]
         return Measure(fa, concept_p, same, sum(accs) / len(accs), self._kept_fa(probs, nf + nr))
