@@ -47,22 +47,27 @@ def import_unlearncanvas(folder: str | Path, out: str | Path, seed: int = 0, val
     return write_manifest(rows, out, axes=("styles", "objects"), prompts=UNLEARNCANVAS_PROMPTS, root=folder)
 
 
+def read_pairs(path: Path, what: str) -> list[tuple[str, str]]:
+    """The `<key> <value>` lines of a text file (the value may hold spaces), blank lines skipped."""
+    pairs = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            parts = line.split(maxsplit=1)
+            if len(parts) != 2:
+                raise DataError(f"{path}:{n}: {line!r} is not '{what}'")
+            pairs.append((parts[0], parts[1].strip()))
+    return pairs
+
+
 def read_names(path: str | Path | None, what: str) -> dict[str, str]:
-    """A names file: one `<key> <name>` per line (the name may hold spaces; for ImageNet's
-    LOC_synset_mapping.txt the first of its comma-separated names is kept)."""
+    """A names file: one `<key> <name>` per line (for ImageNet's LOC_synset_mapping.txt the first
+    of its comma-separated names is kept)."""
     if path is None:
         return {}
     path = Path(path)
     if not path.is_file():
         raise DataError(f"names file {path} does not exist; it lists one '<{what}> <name>' per line")
-    names = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            parts = line.split(maxsplit=1)
-            if len(parts) != 2:
-                raise DataError(f"{path}:{n}: {line!r} is not '<{what}> <name>'")
-            names[parts[0]] = parts[1].split(",")[0].strip()
-    return names
+    return {key: name.split(",")[0].strip() for key, name in read_pairs(path, f"<{what}> <name>")}
 
 
 def _find(folder: Path, name: str) -> Path | None:
@@ -81,18 +86,11 @@ def import_celeba(folder: str | Path, out: str | Path, names: str | Path | None 
     if not images.is_dir() or ids_file is None:
         raise DataError(f"{folder} is not a CelebA folder; it needs img_align_celeba/ and identity_CelebA.txt "
                         "(in the folder or its Anno/)")
-    identity = {}
-    for n, line in enumerate(ids_file.read_text().splitlines(), 1):
-        if line.strip():
-            parts = line.split()
-            if len(parts) != 2:
-                raise DataError(f"{ids_file}:{n}: {line!r} is not '<image file> <identity id>'")
-            identity[parts[0]] = parts[1]
+    identity = dict(read_pairs(ids_file, "<image file> <identity id>"))
     keep = {i for i, _ in Counter(identity.values()).most_common(top)}
     named = read_names(names, "identity id")
     partition = _find(folder, "list_eval_partition.txt")
-    fixed = {f: CELEBA_SPLITS.get(s, "train") for f, s in (ln.split() for ln in partition.read_text().splitlines()
-                                                           if ln.strip())} if partition else {}
+    fixed = {f: CELEBA_SPLITS.get(x, "train") for f, x in read_pairs(partition, "<image file> <0|1|2>")} if partition else {}
     groups = defaultdict(list)
     for file, who in identity.items():
         if who in keep:
@@ -123,17 +121,16 @@ def import_imagenet(folder: str | Path, out: str | Path, names: str | Path | Non
     if not folder.is_dir():
         raise DataError(f"{folder} is not a folder; lay ImageNet out as FOLDER/train/<wnid>/ and FOLDER/val/<wnid>/")
     named = read_names(names, "wnid")
-    parts = [folder / "train", folder / "val"] if (folder / "train").is_dir() else [folder]
     rng, rows = random.Random(seed), []
-    for part in parts:
-        for class_dir in sorted(p for p in part.iterdir() if p.is_dir()):
-            files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if part.name == "train" and part != folder:
-                splits = [(f, "train") for f in files]
-            elif part.name == "val" and part != folder:
-                splits = [(f, s if s == "test" else "val") for f, s in seeded_split(files, rng, 0.0, 0.5)]
-            else:
-                splits = seeded_split(files, rng, val, test)
+    if (folder / "train").is_dir():  # train/ is train; val/ is halved into val and test
+        parts = [(folder / "train", lambda files: [(f, "train") for f in files]),
+                 (folder / "val", lambda files: [(f, "test" if x == "test" else "val")
+                                                 for f, x in seeded_split(files, rng, 0.0, 0.5)])]
+    else:
+        parts = [(folder, lambda files: seeded_split(files, rng, val, test))]
+    for part, split_of in parts:
+        for class_dir in sorted(p for p in part.iterdir() if p.is_dir()) if part.is_dir() else []:
+            splits = split_of(sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
             name = named.get(class_dir.name, class_dir.name)
             for f, split in splits:
                 check_image(f)
