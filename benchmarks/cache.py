@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import torch
 
@@ -43,7 +44,7 @@ def main() -> None:
         for reuse in (True, False):
             probe = Probe(task, cache if reuse else None, reuse=reuse)
             frozen = cache.frozen if reuse else task.frozen_outputs()
-            runs.append(edit(task, EditParams(), ranking, probe, frozen, progress=False))
+            runs.append(edit(task, EditParams(), replace(ranking), probe, frozen, progress=False))  # edit empties its ranking
             with torch.no_grad():
                 for n, t in adapter.parameters().items():
                     t.copy_(base[n])

@@ -58,14 +58,21 @@ def main():
 @click.option("--param", "params", multiple=True, help="method parameter KEY=VALUE (repeatable)")
 @click.option("--out", type=click.Path(file_okay=False), help="folder for the delta, logs, report and plots")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--dtype", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "bf16"]),
+              help="the weights' precision")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N")
+@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(min=1),
+              help="items per forward pass (gradients accumulate over batches)")
+@click.option("--gradient-checkpointing", is_flag=True, help="recompute activations in the backward pass (less memory)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of the table")
 @friendly
-def unlearn(model, data, forget, method, params, out, seed, as_json):
+def unlearn(model, data, forget, method, params, out, seed, dtype, device, batch_size, gradient_checkpointing, as_json):
     """Forget one concept and print the before/after table."""
     from razor.unlearn import unlearn as run
 
     report = run(forget, model=model, data=data, method=method, params=parse_params(params), out=out,
-                 seed=seed, progress=not as_json)
+                 seed=seed, progress=not as_json, dtype=dtype, device=device, batch_size=batch_size,
+                 checkpointing=gradient_checkpointing)
     click.echo(json.dumps(report) if as_json else table(report))
     if out and not as_json:
         click.echo(f"outputs: {out}/ (delta.safetensors, report.json, plots)")

@@ -122,6 +122,9 @@ class CurateParams(Params):
     eval_size: int = Field(600, ge=1, description="retain items per held-out split")
     batch_size: int = Field(128, ge=1)
     kept_size: int = Field(128, ge=1, description="train items per already-forgotten concept (their forget objective)")
+    dtype: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="the weights' precision every later stage loads")
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="cpu, cuda or cuda:N")
+    gradient_checkpointing: bool = Field(False, description="recompute block activations in the backward pass")
 
 
 class EvaluateParams(Params):

@@ -178,42 +178,52 @@ def edit(task, p: EditParams, ranking: Ranking, probe: Probe, frozen: list[torch
          progress: bool = True) -> EditResult:
     """Edit the ranked selection with the three-term step; expand while the targets are unmet.
 
-    `frozen`: S_θ0 of each retain batch (the drift term; None drops it)."""
+    `frozen`: S_θ0 of each retain batch (the drift term; None drops it). The edit takes over the
+    ranking's gradients (it empties `ranking.g_f`, `ranking.g_r`), so that only one set is held."""
     adapter = task.adapter
     rp = ranking.params
     params = adapter.parameters()
     comps = candidates(adapter, rp)
     names = sorted(ranking.g_f)
-    base = {n: params[n].detach().clone() for n in names}
+    g_f, g_r = ranking.g_f, ranking.g_r
+    ranking.g_f = ranking.g_r = {}  # the edit owns them now: each round's fresh gradients replace, not add to, them
+    base: dict[str, torch.Tensor] = {}  # θ0 of every tensor a step touched (the delta's base)
     timing = defaultdict(float)
     task.use_objective(p.forget_objective)
     m0 = probe.current
     frozen = frozen if p.lambda_m > 0 and p.mode == "one_step" else None
 
-    def gradients():
+    def toward(tried: list[Component]) -> dict:
+        """The three-term direction for the components about to be tried (∇M only for their tensors; 0 at θ0)."""
+        own = sorted({n for c in tried for n in c.params})
+        for n in own:
+            base.setdefault(n, params[n].detach().clone())
         with timed(timing, "gradients"):
-            g_f, g_r = task.forget_gradient(names, p.kept_weight), task.retain_gradient(names)
-            g_m = None if frozen is None else task.drift_gradient(names, frozen)
-        return g_f, g_r, g_m
+            drift = task.drift_gradient(own, frozen) if frozen is not None and r > 0 else None
+        return direction(own, g_f, g_r, drift, p)
 
-    g_f, g_r, g_m = ranking.g_f, ranking.g_r, None  # ∇M(θ0) = 0
     scores = ranking.scores
     edited: list[str] = []
     rounds: list[dict] = []
     bar = tqdm(total=p.max_rounds, desc="RAZOR rounds", disable=not progress, leave=False)
     for r in range(p.max_rounds):
         if r > 0 and p.mode == "one_step":
-            g_f, g_r, g_m = gradients()
+            with timed(timing, "gradients"):
+                g_f, g_r = task.forget_gradient(names, p.kept_weight), task.retain_gradient(names)
             scores = ratio_scores(list(comps.values()), params, g_f, g_r, rp.alpha, rp.alignment, rp.normalize)
         score_of = {s["component"]: s for s in scores}
-        d = direction(names, g_f, g_r, g_m, p)
         if r == 0:
+            d = toward([comps[n] for n in ranking.selection])
             steps = [lambda c=comps[n]: (c, *step_search(probe, c, params, d, m0, p)) for n in ranking.selection]
         else:
             ranked = [s["component"] for s in sorted(scores, key=lambda s: -s["score"]) if s["component"] not in edited]
             if not ranked:
                 break
-            steps = [lambda: _best_candidate(probe, [comps[n] for n in ranked[: p.candidates]], params, d, m0, p)]
+            shortlist = [comps[n] for n in ranked[: p.candidates]]
+            d = toward(shortlist)
+            steps = [lambda: _best_candidate(probe, shortlist, params, d, m0, p)]
+        if p.mode == "one_step":
+            g_f = g_r = None  # the next round computes its own; the step search needs only d
         for run in steps:
             if probe.met(p):
                 break

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -12,6 +11,7 @@ import torch
 from razor.curate import Curated, curate
 from razor.data import Manifest, concept_parts
 from razor.errors import NumericalError, RazorError
+from razor.memory import checkpointed, requires_grad_only
 from razor.pairs import Pairs
 
 
@@ -36,6 +36,7 @@ class Task:
     kept_val: Pairs | None = None  # val items carrying one of them (and not this concept): the step search's check
     kept: Pairs | None = None  # training items carrying them (their forget objective)
     objective: str = "default"  # the forget objective F where a family offers several (SD: noise | embedding)
+    checkpointing: bool = False  # recompute block activations in the backward pass (memory for time)
 
     @classmethod
     def build(cls, adapter, manifest: Manifest, concept: str, forget_size: int = 256, retain_size: int = 512,
@@ -140,32 +141,25 @@ class Task:
         return [self.frozen_output(b) for b in self.retain.batches(self.batch_size)]
 
     def gradient(self, names, pairs: Pairs, loss_fn) -> dict[str, torch.Tensor]:
+        """∇ of the set's mean loss for the named parameters, accumulated batch by batch in place
+        (only they require gradients; with `checkpointing` the blocks recompute their activations)."""
         params = self.adapter.parameters()
         chosen = [params[n] for n in names]
-        grads = [torch.zeros_like(p) for p in chosen]
-        with requires_grad_only(self.adapter.model, set(names)):
+        blocks = self.adapter.blocks() if self.checkpointing else []
+        for p in chosen:
+            p.grad = None
+        with requires_grad_only(self.adapter.model, set(names)), checkpointed(blocks):
             for batch in pairs.batches(self.batch_size):
                 loss = loss_fn(batch) * (len(batch) / len(pairs))
-                for acc, g in zip(grads, torch.autograd.grad(loss, chosen, allow_unused=True)):
-                    if g is not None:
-                        acc += g
-        for n, g in zip(names, grads):
+                if loss.requires_grad:
+                    loss.backward()
+        grads = {}
+        for n, p in zip(names, chosen):
+            g, p.grad = (p.grad if p.grad is not None else torch.zeros_like(p)), None
             if not torch.isfinite(g).all():
                 raise NumericalError(
                     f"the gradient of {n} has NaN or Inf values; check the model weights and inputs for NaN/Inf "
                     "(or lower the precision risk by running in float32)"
                 )
-        return dict(zip(names, grads))
-
-
-@contextlib.contextmanager
-def requires_grad_only(model: torch.nn.Module, names: set[str]):
-    """Within the block, only the named parameters require gradients (memory: no other grads)."""
-    before = {n: p.requires_grad for n, p in model.named_parameters()}
-    try:
-        for n, p in model.named_parameters():
-            p.requires_grad_(n in names)
-        yield
-    finally:
-        for n, p in model.named_parameters():
-            p.requires_grad_(before[n])
+            grads[n] = g
+        return grads

@@ -21,23 +21,27 @@ from razor.report import summarize
 
 def unlearn(forget: str, model: str = "demo", data: str | Path | None = None, method: str = "razor",
             params: dict | None = None, out: str | Path | None = None, seed: int = 0,
-            retain_size: int = 512, progress: bool = True) -> dict:
+            retain_size: int = 512, progress: bool = True, dtype: str = "fp32", device: str = "cpu",
+            batch_size: int = 128, checkpointing: bool = False) -> dict:
     """Forget `forget` (a label or axis:label) from `model`; return the before/after report.
 
+    `dtype`, `device`: how the model loads; gradients accumulate over batches of `batch_size`;
+    `checkpointing` recomputes block activations in the backward pass (less memory, more time).
     With `out`, also write the delta, per-round log, scores, report and plots there (atomically).
     """
     torch.manual_seed(seed)
     chosen = method_params(method, params)
     if out is not None:
         check_replaceable(out, "report.json")
-    adapter = load_model(model)
+    adapter = load_model(model, dtype, device)
     if data is None:
         if model not in DEMO_MODELS:
             raise DataError("--data MANIFEST is required for a model other than the demo; create one with `razor data import`")
         from razor.demo.dataset import demo_manifest
 
         data = demo_manifest()
-    task = build_task(adapter, read_manifest(data), forget, retain_size=retain_size, seed=seed)
+    task = build_task(adapter, read_manifest(data), forget, retain_size=retain_size, seed=seed, batch_size=batch_size)
+    task.checkpointing = checkpointing
     kind = family(adapter)
     before, reference = kind.evaluate(task, seed=seed)
     with measure() as cost:
@@ -48,7 +52,9 @@ def unlearn(forget: str, model: str = "demo", data: str | Path | None = None, me
     if out is not None:
         figure = kind.figure and (lambda path: kind.figure(task, {"before": reference, method: predicted}, path))
         write_outputs(Path(out), report, result, dict(model=model, data=str(data), seed=seed,
-                                                      retain_size=retain_size, params=chosen.model_dump()), figure)
+                                                      retain_size=retain_size, dtype=dtype, device=device,
+                                                      batch_size=batch_size, checkpointing=checkpointing,
+                                                      params=chosen.model_dump()), figure)
     return report
 
 

@@ -38,7 +38,8 @@ def run(ws: Workspace, request_id: str) -> None:
                 sizes={k: len(getattr(chosen, k)) for k in chosen.names})
     with ws.output(request_id, "curate", info) as out:
         info["sha256"] = chosen.write(out)
-        write_json(out / "request.json", dict(req.model_dump(), concept_key=chosen.concept, batch_size=p.batch_size))
+        write_json(out / "request.json", dict(req.model_dump(), concept_key=chosen.concept, batch_size=p.batch_size,
+                                              dtype=p.dtype, device=p.device, gradient_checkpointing=p.gradient_checkpointing))
 
 
 if __name__ == "__main__":

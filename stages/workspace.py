@@ -83,7 +83,8 @@ class Workspace:
     def task(self, request_id: str):
         """The curated sets loaded for the request's model: (request.json, Task)."""
         info, req, sets = self.curated(request_id)
-        task = load_task(self.model(req["model"]), sets, req["batch_size"])
+        task = load_task(self.model(req["model"], req.get("dtype", "fp32"), req.get("device", "cpu")), sets, req["batch_size"])
+        task.checkpointing = req.get("gradient_checkpointing", False)
         task.manifest_path = Path(info["source"])  # the full training data (the retrain oracle trains on it)
         return req, task
 
@@ -115,14 +116,14 @@ class Workspace:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
-    def model(self, spec: str):
-        """`demo`, `demo-vlm`, a model folder under the data root, or a hub id."""
+    def model(self, spec: str, dtype: str = "fp32", device: str = "cpu"):
+        """`demo`, `demo-vlm`, a model folder under the data root, or a hub id (in `dtype` on `device`)."""
         local = self.data / spec
         if spec not in DEMO_MODELS and local.exists():
             if not local.resolve().is_relative_to(self.data.resolve()):
                 raise RequestError(f"model {spec!r} resolves outside the data root {self.data}; keep models inside it")
             spec = str(local)
-        return load_model(spec)
+        return load_model(spec, dtype, device)
 
     def clear_stale(self, request_id: str, stage: str) -> None:
         """Remove the temporary folders a killed run of the stage left (DVC may restore the stage's

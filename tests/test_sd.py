@@ -88,7 +88,7 @@ def test_train_sd_writes_a_loadable_diffusers_folder(demo_manifest, tmp_path):
 
 
 def test_sd_objectives_have_gradients_at_the_base_model_where_they_should(tiny_sd):
-    from razor.task import requires_grad_only
+    from razor.memory import requires_grad_only
 
     adapter = load_model(str(tiny_sd))
     comps = {c.name: c for c in adapter.components("layer")}

@@ -39,8 +39,8 @@ def test_llava_components_and_losses(demo_manifest):
     import torch
 
     from razor.demo.vlm import PREPROCESS
+    from razor.memory import requires_grad_only
     from razor.pairs import Pairs
-    from razor.task import requires_grad_only
 
     adapter = load_demo_vlm()
     names = {c.name for c in adapter.components("both")}

@@ -75,6 +75,10 @@ class ClipAdapter:
     def device(self) -> torch.device:
         return self.model.logit_scale.device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.logit_scale.dtype
+
     def towers(self) -> list[Tower]:
         out = []
         for name, cfg, block in (
@@ -91,6 +95,10 @@ class ClipAdapter:
     def parameters(self) -> dict[str, torch.nn.Parameter]:
         return dict(self.model.named_parameters())
 
+    def blocks(self) -> list[torch.nn.Module]:
+        """The transformer blocks of both towers (what gradient checkpointing recomputes)."""
+        return [self.model.get_submodule(t.block.format(i)) for t in self.towers() for i in range(t.n_layers)]
+
     # -- encoding ---------------------------------------------------------------------------
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         max_len = self.model.config.text_config.max_position_embeddings
@@ -102,13 +110,13 @@ class ClipAdapter:
         return nnf.normalize(self.model.text_projection(pooled), dim=-1)
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        pooled = self.model.vision_model(pixel_values=pixels.to(self.device)).pooler_output
+        pooled = self.model.vision_model(pixel_values=pixels.to(self.device, self.dtype)).pooler_output
         return nnf.normalize(self.model.visual_projection(pooled), dim=-1)
 
     def vision_inputs(self, pixels: torch.Tensor) -> list[torch.Tensor]:
         """The hidden states entering each vision block (for re-running only the edited part)."""
         vm = self.model.vision_model
-        h = vm.pre_layrnorm(vm.embeddings(pixels.to(self.device)))
+        h = vm.pre_layrnorm(vm.embeddings(pixels.to(self.device, self.dtype)))
         states = []
         for block in vm.encoder.layers:
             states.append(h)

@@ -91,6 +91,11 @@ class LlavaAdapter:
     def parameters(self) -> dict[str, torch.nn.Parameter]:
         return dict(self.model.named_parameters())
 
+    def blocks(self) -> list[torch.nn.Module]:
+        """The vision tower's and the language model's blocks (what gradient checkpointing recomputes)."""
+        vision = self.model.model.vision_tower
+        return [*getattr(vision, "vision_model", vision).encoder.layers, *self.model.model.language_model.layers]
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
@@ -125,7 +130,7 @@ class LlavaAdapter:
     def next_token_logits(self, pixels: torch.Tensor, questions: list[str]) -> torch.Tensor:
         """Logits of the first answer token (after each prompt)."""
         pixels = pixels.to(self.device, self.model.dtype)
-        return self.model(pixel_values=pixels, **self.inputs(questions), logits_to_keep=1).logits[:, -1].float()
+        return self.model(pixel_values=pixels, **self.inputs(questions), logits_to_keep=1, use_cache=False).logits[:, -1].float()
 
     @torch.no_grad()
     def answers(self, pixels: torch.Tensor, questions: list[str], batch_size: int = 256) -> list[str]:
@@ -154,7 +159,7 @@ class LlavaAdapter:
     def answer_loss(self, pixels: torch.Tensor, questions: list[str], answers: list[str]) -> torch.Tensor:
         """Next-token cross-entropy of the answers (and their end token)."""
         pixels = pixels.to(self.device, self.model.dtype)
-        return self.model(pixel_values=pixels, **self.inputs(questions, answers)).loss
+        return self.model(pixel_values=pixels, **self.inputs(questions, answers), use_cache=False).loss
 
     def forget_objective(self, pixels: torch.Tensor, questions: list[str], targets: list[str]) -> torch.Tensor:
         """F: the cross-entropy of the concept answer, ascended, in its log-odds form −log(P/(1−P)), P the

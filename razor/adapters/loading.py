@@ -7,6 +7,7 @@ from pathlib import Path
 from razor.errors import ModelError
 
 DEMO_MODELS = ("demo", "demo-vlm", "demo-sd")  # the shipped demo CLIP, VLM and diffusion model (the demo world)
+DTYPES = ("fp32", "fp16", "bf16")  # the weights' precision a model loads in
 
 
 def check_folder(folder: Path) -> None:
@@ -45,17 +46,39 @@ def _hub_pipeline(spec: str) -> bool:
         return False
 
 
-def load_model(spec: str, dtype=None, device: str = "cpu"):
-    """`demo`, `demo-vlm`, `demo-sd`, a local folder or a hub id → its adapter (CLIP, LLaVA-style VLM
-    or Stable Diffusion)."""
+def torch_dtype(name: str):
+    """fp32 / fp16 / bf16 → the torch dtype."""
     import torch
 
+    if name not in DTYPES:
+        raise ModelError(f"dtype {name!r} is not one of {', '.join(DTYPES)}; fp16 and bf16 halve the memory of fp32")
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+def check_device(device: str) -> None:
+    """cpu, cuda or cuda:N, and only a CUDA device torch can see."""
+    import torch
+
+    if device != "cpu" and not (device == "cuda" or device.startswith("cuda:") and device[5:].isdigit()):
+        raise ModelError(f"device {device!r} is not cpu, cuda or cuda:N")
+    if device.startswith("cuda"):
+        index = int(device[5:] or 0)
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise ModelError(f"device {device!r} was asked for, but torch ({torch.__version__}, {build}) sees "
+                             f"{torch.cuda.device_count()} CUDA devices; run with --device cpu, or install torch for your CUDA")
+
+
+def load_model(spec: str, dtype: str = "fp32", device: str = "cpu"):
+    """`demo`, `demo-vlm`, `demo-sd`, a local folder or a hub id → its adapter (CLIP, LLaVA-style VLM
+    or Stable Diffusion), its weights in `dtype` (fp32 / fp16 / bf16) on `device` (cpu, cuda, cuda:N)."""
     from razor.adapters.clip import DEMO_MODEL, load_clip
     from razor.adapters.llava import load_llava
     from razor.demo.sd import DEMO_SD
     from razor.demo.vlm import DEMO_VLM
 
-    dtype = dtype or torch.float32
+    check_device(device)
+    dtype = torch_dtype(dtype)
     source = {"demo": str(DEMO_MODEL), "demo-vlm": str(DEMO_VLM), "demo-sd": str(DEMO_SD)}.get(spec, spec)
     kind = model_type(source)
     if kind == "llava":

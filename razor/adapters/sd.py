@@ -92,8 +92,18 @@ class SdAdapter:
     def device(self) -> torch.device:
         return next(self.unet.parameters()).device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
     def parameters(self) -> dict[str, torch.nn.Parameter]:
         return dict(self.model.named_parameters())
+
+    def blocks(self) -> list[torch.nn.Module]:
+        """The text encoder's blocks and the UNet's down, mid and up blocks (what gradient checkpointing recomputes)."""
+        u, (text,) = self.unet, self.towers()
+        return [*(self.model.get_submodule(text.block.format(i)) for i in range(text.n_layers)), *u.down_blocks,
+                *([u.mid_block] if u.mid_block else []), *u.up_blocks]
 
     def noised(self, x0: torch.Tensor, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x_t, t, ε) for latents x0 with one fixed (t, ε) draw per seed (reproducible losses)."""
@@ -165,8 +175,8 @@ class SdAdapter:
     def to_latents(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [-1, 1] → what the UNet denoises (scaled VAE latents, or unshuffled pixels)."""
         if self.vae is not None:
-            return self.vae.encode(images).latent_dist.mean * self.vae.config.scaling_factor
-        return nnf.pixel_unshuffle(images, self.factor)
+            return self.vae.encode(images.to(self.device, self.dtype)).latent_dist.mean * self.vae.config.scaling_factor
+        return nnf.pixel_unshuffle(images.to(self.device, self.dtype), self.factor)
 
     def from_latents(self, z: torch.Tensor) -> torch.Tensor:
         """The inverse of `to_latents`: images in [-1, 1]."""
@@ -181,7 +191,7 @@ class SdAdapter:
     def noise(self, seeds: list[int]) -> torch.Tensor:
         """Initial latents: one fixed draw per seed (the same seed gives the same image)."""
         return torch.stack([torch.randn(self.latent_shape(), generator=torch.Generator().manual_seed(int(s)))
-                            for s in seeds]).to(self.device)
+                            for s in seeds]).to(self.device, self.dtype)
 
     @torch.no_grad()
     def generate(self, prompts: list[str], seeds: list[int], steps: int = 20, guidance: float = 4.0,

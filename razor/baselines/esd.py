@@ -15,7 +15,7 @@ from razor.config import EsdParams
 from razor.delta import Delta
 from razor.editing import EditResult
 from razor.families import family
-from razor.task import requires_grad_only
+from razor.memory import requires_grad_only
 
 
 def esd_edit(task, p: EsdParams, progress: bool = True) -> EditResult:

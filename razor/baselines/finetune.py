@@ -12,7 +12,7 @@ from razor.config import TrainParams
 from razor.delta import Delta
 from razor.editing import EditResult
 from razor.families import family
-from razor.task import requires_grad_only
+from razor.memory import checkpointed, requires_grad_only
 
 
 def forget_term(task, batch) -> torch.Tensor:
@@ -31,7 +31,7 @@ def finetune(task, p: TrainParams, loss_fn, method: str, mask: dict | None = Non
     forget_batches = itertools.cycle(list(task.forget.batches(task.batch_size)))
     log = []
     bar = tqdm(range(1, p.max_steps + 1), desc=method, disable=not progress, leave=False)
-    with requires_grad_only(adapter.model, set(params)):
+    with requires_grad_only(adapter.model, set(params)), checkpointed(adapter.blocks() if task.checkpointing else []):
         for step in bar:
             idx = torch.randint(len(task.retain), (task.batch_size,), generator=gen)
             loss = loss_fn(next(forget_batches), task.retain.subset(idx))

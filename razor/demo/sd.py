@@ -164,10 +164,13 @@ def save_folder(adapter, folder: Path) -> None:
     adapter.tokenizer.save_pretrained(folder / "tokenizer")
     adapter.unet.save_pretrained(folder / "unet", safe_serialization=True)
     adapter.scheduler.save_pretrained(folder / "scheduler")
+    if adapter.vae is not None:
+        adapter.vae.save_pretrained(folder / "vae", safe_serialization=True)
     index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": _version(),
              "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
              "unet": ["diffusers", "UNet2DConditionModel"], "scheduler": ["diffusers", type(adapter.scheduler).__name__],
-             "vae": [None, None], "safety_checker": [None, None], "feature_extractor": [None, None],
+             "vae": ["diffusers", "AutoencoderKL"] if adapter.vae is not None else [None, None],
+             "safety_checker": [None, None], "feature_extractor": [None, None],
              "requires_safety_checker": False}
     (folder / "model_index.json").write_text(json.dumps(index, indent=2))
 

@@ -1,0 +1,147 @@
+"""Random-weight models of the real architectures — CLIP ViT-B/32 and ViT-L/14, Stable Diffusion 1.5,
+LLaVA-1.5 — built from their published configs and written as model folders (no download), so that
+tests and `benchmarks/scale.py` run the real path at real size. `width` and `depth` (fractions)
+shrink hidden sizes and layer counts for a quick check of the same layout; head counts stay.
+The tokenizers are the demo world's (offline), whose ids fit the real vocabularies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from razor.demo import world
+from razor.errors import ModelError
+from razor.io import atomic_dir
+
+# (hidden, intermediate, layers, heads) of the text tower; vision adds the patch size; then the projection
+CLIP = {
+    "clip-b32": dict(text=(512, 2048, 12, 8), vision=(768, 3072, 12, 12, 32), projection=512),
+    "clip-l14": dict(text=(768, 3072, 12, 12), vision=(1024, 4096, 24, 16, 14), projection=768),
+}
+ARCHITECTURES = (*CLIP, "sd-1.5", "llava-1.5")
+CLIP_VOCAB = 49408
+
+
+def _scaled(n: int, width: float, multiple: int) -> int:
+    return max(multiple, round(n * width / multiple) * multiple)
+
+
+def clip_config(name: str, image_size: int = 224, width: float = 1.0, depth: float = 1.0, tokenizer=None):
+    """The CLIPConfig of `clip-b32` or `clip-l14` (OpenAI's sizes; the special token ids of `tokenizer`)."""
+    from transformers import CLIPConfig
+
+    if name not in CLIP:
+        raise ModelError(f"no CLIP architecture {name!r}; choose one of {', '.join(CLIP)}")
+    spec = CLIP[name]
+    (th, ti, tl, tn), (vh, vi, vl, vn, patch) = spec["text"], spec["vision"]
+    layers = lambda n: max(1, round(n * depth))  # noqa: E731
+    text = dict(hidden_size=_scaled(th, width, tn), intermediate_size=_scaled(ti, width, tn), num_hidden_layers=layers(tl),
+                num_attention_heads=tn, vocab_size=CLIP_VOCAB, max_position_embeddings=77, hidden_act="quick_gelu")
+    if tokenizer is not None:
+        text.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    vision = dict(hidden_size=_scaled(vh, width, vn), intermediate_size=_scaled(vi, width, vn), num_hidden_layers=layers(vl),
+                  num_attention_heads=vn, patch_size=patch, image_size=image_size, hidden_act="quick_gelu")
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=_scaled(spec["projection"], width, 8))
+
+
+def _tokenizer(max_length: int):
+    from razor.demo.tokenizer import build_tokenizer
+
+    return build_tokenizer(world.vocabulary(), model_max_length=max_length)
+
+
+def write_clip(name: str, folder: str | Path, image_size: int = 224, width: float = 1.0, depth: float = 1.0,
+               seed: int = 0) -> Path:
+    """A random CLIP of the named architecture as a model folder (config, safetensors, tokenizer)."""
+    from transformers import CLIPModel
+
+    torch.manual_seed(seed)
+    tokenizer = _tokenizer(16)
+    model = CLIPModel(clip_config(name, image_size, width, depth, tokenizer))
+    with atomic_dir(Path(folder), "model.safetensors") as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    return Path(folder)
+
+
+def sd_parts(tokenizer, sample_size: int = 64, width: float = 1.0, depth: float = 1.0, vae: bool = True):
+    """(text encoder, UNet, VAE or None, scheduler) of SD-1.5's layout: the ViT-L/14 text tower, the
+    860 M-parameter UNet (320/640/1280/1280 channels, cross-attention 768) and the KL VAE (factor 8)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    text = CLIPTextModel(clip_config("clip-l14", width=width, depth=depth, tokenizer=tokenizer).text_config)
+    channels = tuple(_scaled(c, width, 32) for c in (320, 640, 1280, 1280))
+    unet = UNet2DConditionModel(sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=max(1, round(2 * depth)),
+                                block_out_channels=channels, cross_attention_dim=text.config.hidden_size, attention_head_dim=8)
+    auto = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=max(1, round(2 * depth)),
+                         block_out_channels=tuple(_scaled(c, width, 32) for c in (128, 256, 512, 512)),
+                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                         sample_size=sample_size * 8, scaling_factor=0.18215) if vae else None
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False)
+    return text, unet, auto, scheduler
+
+
+def write_sd(folder: str | Path, sample_size: int = 64, width: float = 1.0, depth: float = 1.0, vae: bool = True,
+             seed: int = 0) -> Path:
+    """A random SD-1.5-layout pipeline as a diffusers folder (model_index.json, safetensors parts)."""
+    from razor.adapters.sd import SdAdapter
+    from razor.demo.sd import save_folder
+
+    torch.manual_seed(seed)
+    tokenizer = _tokenizer(77)
+    text, unet, auto, scheduler = sd_parts(tokenizer, sample_size, width, depth, vae)
+    with atomic_dir(Path(folder), "model_index.json") as tmp:
+        save_folder(SdAdapter(text, tokenizer, unet, scheduler, auto), tmp)
+    return Path(folder)
+
+
+def llava_config(tokenizer, image_size: int = 336, width: float = 1.0, depth: float = 1.0):
+    """LLaVA-1.5-7B's layout: CLIP ViT-L/14-336 (features of the second-to-last block), a two-layer
+    GELU projector, a Llama-2-7B language model (4096 hidden, 32 layers, 32 heads)."""
+    from transformers import LlamaConfig, LlavaConfig
+
+    vision = clip_config("clip-l14", image_size, width, depth).vision_config
+    text = LlamaConfig(vocab_size=32064, hidden_size=_scaled(4096, width, 32), intermediate_size=_scaled(11008, width, 32),
+                       num_hidden_layers=max(1, round(32 * depth)), num_attention_heads=32, num_key_value_heads=32,
+                       max_position_embeddings=4096, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                       pad_token_id=tokenizer.pad_token_id)
+    return LlavaConfig(vision_config=vision.to_dict(), text_config=text.to_dict(),
+                       image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+                       image_seq_length=(image_size // vision.patch_size) ** 2, vision_feature_layer=-2,
+                       vision_feature_select_strategy="default", projector_hidden_act="gelu")
+
+
+def write_llava(folder: str | Path, image_size: int = 336, width: float = 1.0, depth: float = 1.0, seed: int = 0) -> Path:
+    """A random LLaVA-1.5-layout VLM as a model folder (with the demo VLM's word-level tokenizer)."""
+    from transformers import LlavaForConditionalGeneration
+
+    from razor.demo.vlm import build_tokenizer
+
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer()
+    model = LlavaForConditionalGeneration(llava_config(tokenizer, image_size, width, depth))
+    with atomic_dir(Path(folder), "model.safetensors") as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.5] * 3, "image_std": [0.5] * 3}))
+    return Path(folder)
+
+
+def write(name: str, folder: str | Path, **kw) -> Path:
+    """The named architecture (one of ARCHITECTURES) as a random-weight model folder."""
+    if name in CLIP:
+        return write_clip(name, folder, **kw)
+    if name == "sd-1.5":
+        return write_sd(folder, **kw)
+    if name == "llava-1.5":
+        return write_llava(folder, **kw)
+    raise ModelError(f"no architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
+
+
+def n_parameters(adapter) -> int:
+    """The editable model's parameter count."""
+    return sum(p.numel() for p in adapter.model.parameters())
