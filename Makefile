@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 REQUEST ?= data/requests/demo-object-star.yaml
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test bench bench-scale clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,6 +24,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/clip_demo.py
 	$(PY) benchmarks/cache.py
+
+bench-scale: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/scale.py
 
 clean:
 	rm -rf runs .pytest_cache data/runs dvc.lock mlflow.db mlartifacts

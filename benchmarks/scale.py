@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from razor.io import atomic_path
+
 CONCEPT = {"clip": "objects:star", "sd": "styles:dotted"}
 TOWERS = {"clip": ("vision", "text"), "sd": ("text", "xattn")}
 SWEEP = ((8, 16), (16, 32), (32, 64), (64, 128))  # (forget, retain) sizes for the set-size runs
@@ -72,16 +74,14 @@ def one(arch: str, method: str, forget: int, retain: int, batch: int, device: st
     task = build_task(adapter, manifest, CONCEPT[fam], forget_size=forget, retain_size=retain, eval_size=16, batch_size=batch)
     task.checkpointing = checkpointing
     data = time.perf_counter() - t0
-    ready = rss_mb()
+    ready = rss_mb() if device == "cpu" else torch.cuda.memory_allocated() / 2**20
     with measure() as act:  # the activations one batch keeps for its backward pass
         loss = task.retain_loss(next(task.retain.batches(batch)))
-    activations = act.peak_mb - (ready if device == "cpu" else 0)
+    activations = act.peak_mb - ready
     del loss
     ready = rss_mb()
-    if device != "cpu":
-        torch.cuda.reset_peak_memory_stats()
-    need = 5 * weights + activations  # graddiff: weights, their copy, grads and Adam's two moments
-    if method == "graddiff" and device == "cpu" and need > psutil.virtual_memory().available / 2**20:
+    need = 5 * weights + activations  # graddiff: weights, their copy, grads and Adam's two moments (2 GiB to spare)
+    if method == "graddiff" and device == "cpu" and need + 2048 > psutil.virtual_memory().available / 2**20:
         return dict(arch=arch, method=method, skipped=f"needs about {need / 1024:.0f} GiB, {device} has "
                     f"{psutil.virtual_memory().available / 2**30:.0f} GiB free")
     if method == "razor":
@@ -136,11 +136,16 @@ def spawn(args, arch: str, method: str, forget: int, retain: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+HEADER = ("| model | method | params (M) | forget/retain | load s | gradients / cache / step search s | total s | "
+          "ms per M params | weights MB | one batch's activations MB | peak MB | peak / weights | "
+          "(peak − activations) / weights |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+
+
 def row(r: dict) -> str:
     if "skipped" in r:
         return f"| {r['arch']} | {r['method']} | skipped: {r['skipped']} |"
     s = r["seconds"]
-    stages = " / ".join(f"{s.get(k, 0):.1f}" for k in ("gradients", "cache", "step search"))
+    stages = " / ".join(f"{s[k]:.1f}" if k in s else "–" for k in ("gradients", "cache", "step search"))
     return (f"| {r['arch']} | {r['method']} | {r['params_m']:.0f} | {r['forget']}/{r['retain']} | {s['load']:.1f} | "
             f"{stages} | {s['total']:.1f} | {1e3 * s['total'] / r['params_m']:.0f} | {r['weights_mb']:.0f} | "
             f"{r['activations_mb']:.0f} | {r['peak_mb']:.0f} | {r['peak_mb'] / r['weights_mb']:.2f} | "
@@ -196,27 +201,30 @@ def main():
     ap.add_argument("--out", default="benchmarks/results/scale")
     ap.add_argument("--one", help="run one architecture in this process and print its JSON")
     ap.add_argument("--method", default="razor")
+    ap.add_argument("--report", action="store_true", help="print the table and redraw the plot of OUT/scale.json")
     args = ap.parse_args()
     if args.one:
         print(json.dumps(one(args.one, args.method, args.forget, args.retain, args.batch, args.device, args.dtype,
                              args.sample_size, args.gradient_checkpointing)))
         return
 
-    print("| model | method | params (M) | forget/retain | load s | gradients / cache / step search s | total s | "
-          "ms per M params | weights MB | one batch's activations MB | peak MB | peak / weights | "
-          "(peak − activations) / weights |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    runs = []
-    for arch in filter(None, args.archs.split(",")):
-        for method in filter(None, args.methods.split(",")):
-            runs.append(dict(spawn(args, arch, method, args.forget, args.retain), sweep="size"))
-            print(row(runs[-1]), flush=True)
-    for forget, retain in SWEEP if args.sets_arch else ():
-        runs.append(dict(spawn(args, args.sets_arch, "razor", forget, retain), sweep="sets"))
-        print(row(runs[-1]), flush=True)
     out = Path(args.out)
+    if args.report:
+        runs = json.loads((out / "scale.json").read_text())
+        print(HEADER + "\n".join(row(r) for r in runs))
+        plot(runs, out / "scale.png")
+        return
+    print(HEADER, end="", flush=True)
+    todo = [("size", arch, method, args.forget, args.retain) for arch in filter(None, args.archs.split(","))
+            for method in filter(None, args.methods.split(","))]
+    todo += [("sets", args.sets_arch, "razor", f, r) for f, r in (SWEEP if args.sets_arch else ())]
+    runs = []
     out.mkdir(parents=True, exist_ok=True)
-    (out / "scale.json").write_text(json.dumps(runs, indent=2))
+    for sweep, arch, method, forget, retain in todo:
+        runs.append(dict(spawn(args, arch, method, forget, retain), sweep=sweep))
+        print(row(runs[-1]), flush=True)
+        with atomic_path(out / "scale.json") as tmp:  # what has run so far, should it be stopped
+            tmp.write_text(json.dumps(runs, indent=2))
     plot(runs, out / "scale.png")
     print(f"\nwrote {out / 'scale.json'} and {out / 'scale.png'}")
 
