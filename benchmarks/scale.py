@@ -7,13 +7,15 @@ is its own process (peaks do not mix), with glibc's mmap threshold fixed so that
 follows the live allocations. Prints a table of seconds per stage and peak memory, writes
 scale.json and scale.png (cost against size).
 
-    python benchmarks/scale.py                                  # CPU, every run (about 25 min on 2 cores)
+    python benchmarks/scale.py                                  # CPU, every run (an hour or more on 2 cores)
     python benchmarks/scale.py --device cuda --dtype bf16       # a GPU node
     python benchmarks/scale.py --one clip-b32 --method razor    # one run, its JSON
 
 Random weights forget nothing, so RAZOR runs its first round only (max_rounds 1, 2 probes): the
 cost measured is that of a pass, not of reaching a target. The SD model samples at 64 px on CPU
 (`--sample-size 8`, latents 8×8; SD-1.5's own is 64): parameter count is real, image size is not.
+`results/scale/` holds the last CPU run (2 cores; SLUG on SD-1.5 was stopped after 25 minutes,
+graddiff on SD-1.5 needs about 21 GiB beside the weights and is skipped where that is not free).
 """
 
 from __future__ import annotations
@@ -167,8 +169,9 @@ def plot(runs: list[dict], path: Path) -> None:
         axes[1].plot([r["params_m"] for r in rs], [r["peak_mb"] / 1024 for r in rs], marker=marker, label=method)
     rs = sorted({r["params_m"]: r for r in by_size}.values(), key=lambda r: r["params_m"])
     axes[1].plot([r["params_m"] for r in rs], [r["weights_mb"] / 1024 for r in rs], "k--", label="weights")
-    for r in rs:
-        axes[0].annotate(r["arch"], (r["params_m"], 0), textcoords="offset points", xytext=(0, 4), fontsize=8)
+    for r in (r for r in by_size if r["method"] == "razor"):
+        axes[0].annotate(r["arch"], (r["params_m"], r["seconds"]["total"]), textcoords="offset points", xytext=(4, -12),
+                         fontsize=8)
     sets = sorted((r for r in runs if r.get("sweep") == "sets"), key=lambda r: r["forget"] + r["retain"])
     items = [r["forget"] + r["retain"] for r in sets]
     axes[2].plot(items, [r["seconds"].get("gradients", 0) for r in sets], "o-", label="gradients")
