@@ -11,11 +11,12 @@ scale.json and scale.png (cost against size).
     python benchmarks/scale.py --device cuda --dtype bf16       # a GPU node
     python benchmarks/scale.py --one clip-b32 --method razor    # one run, its JSON
 
-Random weights forget nothing, so RAZOR runs its first round only (max_rounds 1, 2 probes): the
-cost measured is that of a pass, not of reaching a target. The SD model samples at 64 px on CPU
+Random weights carry no concept, so RAZOR is measured as one round stage by stage — rank, cache,
+the top component's step search (2 probes) — the cost of a pass, not of reaching a target. The SD model samples at 64 px on CPU
 (`--sample-size 8`, latents 8×8; SD-1.5's own is 64): parameter count is real, image size is not.
-`results/scale/` holds the last CPU run (2 cores; SLUG on SD-1.5 was stopped after 25 minutes,
-graddiff on SD-1.5 needs about 21 GiB beside the weights and is skipped where that is not free).
+`results/scale/` holds the last CPU run (2 cores; SLUG on SD-1.5 was stopped after 25 minutes;
+graddiff on SD-1.5 needs about 21 GiB — five times its weights and one batch — and is skipped
+where that is not free).
 """
 
 from __future__ import annotations
