@@ -93,7 +93,7 @@ def pair_features(task, pairs) -> np.ndarray:
     logp = (scale * img @ labels.T).log_softmax(1)
     true = logp[:, task.concept_id]
     entropy = -(logp.exp() * logp).sum(1)
-    return torch.stack([(img * txt).sum(1), true, entropy, logp.max(1).values], 1).numpy()
+    return torch.stack([(img * txt).sum(1), true, entropy, logp.max(1).values], 1).float().cpu().numpy()
 
 
 def leakage(task, seed: int = 0) -> float:

@@ -104,7 +104,7 @@ class Probe:
         logits = t.adapter.model.logit_scale.exp() * forget @ labels[t.axis].T
         fa = (logits.argmax(1) == t.concept_id).float().mean().item()
         concept_p = logits.softmax(1)[:, t.concept_id].mean().item()
-        preds = {axis: (retain @ emb.T).argmax(1) for axis, emb in labels.items()}
+        preds = {axis: (retain @ emb.T).argmax(1).cpu() for axis, emb in labels.items()}  # beside the CPU label ids
         if self.reference is None:
             self.reference = preds
         same = total = 0
@@ -122,7 +122,7 @@ class Probe:
         for axis, cid in self.task.kept_ids():
             has = self.task.kept_val.label_ids[axis] == cid
             if has.any():
-                fas.append(((images[has] @ labels[axis].T).argmax(1) == cid).float().mean().item())
+                fas.append(((images[has.to(images.device)] @ labels[axis].T).argmax(1) == cid).float().mean().item())
         return max(fas)
 
 

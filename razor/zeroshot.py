@@ -19,8 +19,8 @@ def image_embeddings(adapter, pixels: torch.Tensor, batch_size: int = 512) -> to
 
 
 def ranks(images: torch.Tensor, labels: dict[str, torch.Tensor], k: int = 5) -> dict[str, torch.Tensor]:
-    """Axis → N×k label ids, best first."""
-    return {axis: (images @ emb.T).topk(min(k, len(emb)), dim=1).indices for axis, emb in labels.items()}
+    """Axis → N×k label ids, best first (on the CPU, beside the items' label ids)."""
+    return {axis: (images @ emb.T).topk(min(k, len(emb)), dim=1).indices.cpu() for axis, emb in labels.items()}
 
 
 def accuracy(top: dict[str, torch.Tensor], label_ids: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -83,6 +83,17 @@ def test_bf16_weights_and_their_gradients(demo_manifest):
     assert g.dtype == torch.bfloat16 and g.norm() > 0
 
 
+def test_razor_unlearn_in_bf16_forgets_and_measures_end_to_end(tmp_path):
+    result = CliRunner().invoke(main, ["unlearn", "--forget", "star", "--dtype", "bf16", "--batch-size", "64",
+                                       "--gradient-checkpointing", "--out", str(tmp_path / "run"), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["before"]["fa1"] > 0.8 and report["after"]["fa1"] <= 0.05
+    assert report["after"]["utility"] >= report["before"]["utility"] - 0.05
+    run = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert run["run"]["dtype"] == "bf16" and run["run"]["checkpointing"] is True
+
+
 def test_gradients_accumulate_over_batches_and_checkpointing_changes_nothing(demo_manifest):
     adapter = load_model("demo")
     names = [c.params[0] for c in adapter.components("layer")[:3]]
