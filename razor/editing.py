@@ -186,7 +186,7 @@ def edit(task, p: EditParams, ranking: Ranking, probe: Probe, frozen: list[torch
     comps = candidates(adapter, rp)
     names = sorted(ranking.g_f)
     g_f, g_r = ranking.g_f, ranking.g_r
-    ranking.g_f = ranking.g_r = {}  # the edit owns them now: each round's fresh gradients replace, not add to, them
+    ranking.g_f = ranking.g_r = {}  # the only reference is ours: a round's fresh gradients replace them
     base: dict[str, torch.Tensor] = {}  # θ0 of every tensor a step touched (the delta's base)
     timing = defaultdict(float)
     task.use_objective(p.forget_objective)
