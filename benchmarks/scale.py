@@ -33,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from razor.adapters.loading import DTYPES
 from razor.io import atomic_path
 
 CONCEPT = {"clip": "objects:star", "sd": "styles:dotted"}
@@ -199,7 +200,7 @@ def main():
     ap.add_argument("--retain", type=int, default=32)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    ap.add_argument("--dtype", default="fp32", choices=DTYPES)
     ap.add_argument("--sample-size", type=int, default=8, help="the SD UNet's latent size (SD-1.5: 64)")
     ap.add_argument("--gradient-checkpointing", action="store_true")
     ap.add_argument("--out", default="benchmarks/results/scale")

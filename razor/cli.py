@@ -10,6 +10,7 @@ import click
 import yaml
 from pydantic import ValidationError
 
+from razor.adapters.loading import DTYPES
 from razor.errors import RazorError
 from razor.report import table
 
@@ -58,7 +59,7 @@ def main():
 @click.option("--param", "params", multiple=True, help="method parameter KEY=VALUE (repeatable)")
 @click.option("--out", type=click.Path(file_okay=False), help="folder for the delta, logs, report and plots")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--dtype", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "bf16"]),
+@click.option("--dtype", default="fp32", show_default=True, type=click.Choice(DTYPES),
               help="the weights' precision")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N")
 @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(min=1),
