@@ -64,6 +64,10 @@ class EditParams(SearchParams, ObjectiveParams):
     mode: Literal["zero_step", "one_step"] = "one_step"
     max_rounds: int = Field(6, ge=1, le=6)
     candidates: int = Field(4, ge=1, description="(ours) top candidates evaluated per expansion round")
+    precondition: Literal["none", "retain"] = Field(
+        "none", description="(ours) retain: shape each component's direction by the second moment C of its "
+        "Linear inputs on D_r, d·(C + damping·tr(C)/k·I)⁻¹, so the step moves retain outputs least (razor/curvature.py)")
+    damping: float = Field(0.01, gt=0, description="(ours) the retain curvature's ridge, relative to C's mean eigenvalue")
 
 
 class RazorParams(RankParams, EditParams):

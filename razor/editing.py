@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from razor.components import Component
 from razor.config import EditParams, RankParams, RazorParams, SearchParams
+from razor.curvature import preconditioned, retain_moments
 from razor.delta import Delta
 from razor.families import family
 from razor.probe import Measure, Probe
@@ -193,14 +194,20 @@ def edit(task, p: EditParams, ranking: Ranking, probe: Probe, frozen: list[torch
     m0 = probe.current
     frozen = frozen if p.lambda_m > 0 and p.mode == "one_step" else None
 
-    def toward(tried: list[Component]) -> dict:
-        """The three-term direction for the components about to be tried (∇M only for their tensors; 0 at θ0)."""
+    def toward(tried: list[Component]) -> dict[str, dict]:
+        """Each component about to be tried → its three-term direction (∇M only for their tensors; 0 at
+        θ0), shaped by the retain curvature if asked."""
         own = sorted({n for c in tried for n in c.params})
         for n in own:
             base.setdefault(n, params[n].detach().clone())
         with timed(timing, "gradients"):
             drift = task.drift_gradient(own, frozen) if frozen is not None and r > 0 else None
-        return direction(own, g_f, g_r, drift, p)
+        d = direction(own, g_f, g_r, drift, p)
+        if p.precondition == "none":
+            return {c.name: d for c in tried}
+        with timed(timing, "curvature"):
+            moments = retain_moments(task, own)
+            return {c.name: preconditioned(c, d, moments, p.damping) for c in tried}
 
     scores = ranking.scores
     edited: list[str] = []
@@ -214,7 +221,7 @@ def edit(task, p: EditParams, ranking: Ranking, probe: Probe, frozen: list[torch
         score_of = {s["component"]: s for s in scores}
         if r == 0:
             d = toward([comps[n] for n in ranking.selection])
-            steps = [lambda c=comps[n]: (c, *step_search(probe, c, params, d, m0, p)) for n in ranking.selection]
+            steps = [lambda c=comps[n]: (c, *step_search(probe, c, params, d[c.name], m0, p)) for n in ranking.selection]
         else:
             ranked = [s["component"] for s in sorted(scores, key=lambda s: -s["score"]) if s["component"] not in edited]
             if not ranked:
@@ -247,17 +254,17 @@ def edit(task, p: EditParams, ranking: Ranking, probe: Probe, frozen: list[torch
     return EditResult(delta, rounds, ranking.scores, dict(timing))
 
 
-def _best_candidate(probe: Probe, candidates: list[Component], params: dict, d: dict, m0: Measure,
+def _best_candidate(probe: Probe, candidates: list[Component], params: dict, d: dict[str, dict], m0: Measure,
                     p: SearchParams):
-    """(ours) Search each candidate's step; apply the one that leaves the best model."""
+    """(ours) Search each candidate's step (`d`: its direction by name); apply the one that leaves the best model."""
     found = []
     for c in candidates:
         origin = {n: params[n].detach().clone() for n in c.params}
-        eta, m, tried = step_search(probe, c, params, d, m0, p)
+        eta, m, tried = step_search(probe, c, params, d[c.name], m0, p)
         met = any(t["met"] and t["eta"] == eta for t in tried)
-        set_step(c, params, origin, d, 0.0)
+        set_step(c, params, origin, d[c.name], 0.0)
         key = (met, p.kappa * m.retain - m.concept_p) if eta > 0 else (False, -math.inf)
         found.append((key, c, origin, eta, m, tried))
     _, c, origin, eta, m, tried = max(found, key=lambda f: f[0])
-    set_step(c, params, origin, d, eta)
+    set_step(c, params, origin, d[c.name], eta)
     return c, eta, m, tried

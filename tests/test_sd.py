@@ -249,7 +249,7 @@ def test_the_demo_sd_model_draws_prompts_its_classifier_recognises():
         classifier_for(adapter.source, {"styles": ["sketchy"], "objects": ["star"]}, {})
 
 
-@pytest.mark.parametrize("request_id, forget", [("demo-sd-style-noisy", "styles:noisy")])
+@pytest.mark.parametrize("request_id, forget", [("demo-sd-style-noisy", "styles:noisy"), ("demo-sd-object-star", "objects:star")])
 def test_the_pipeline_erases_a_demo_sd_request(request_id, forget, tmp_path, prefect_server):
     """Through every stage: UA rises from ≤ 0.25 to ≥ 0.90 (UnlearnCanvas's bar), IRA and CRA stay within
     10 points of the base model's; only text-encoder and cross-attention to_k / to_v change."""
@@ -266,3 +266,17 @@ def test_the_pipeline_erases_a_demo_sd_request(request_id, forget, tmp_path, pre
     delta = Delta.load(ws / f"data/runs/{request_id}/edit/delta.safetensors")
     assert all(n.startswith("text_encoder.") or n.endswith((".attn2.to_k.weight", ".attn2.to_v.weight")) for n in delta.params)
     assert (ws / f"data/runs/{request_id}/plots/image_grid.png").is_file()
+
+
+def test_the_retain_curvature_is_the_second_moment_of_what_each_weight_reads_on_the_retain_set(tiny_task):
+    """A cross-attention to_k reads the text states of the retain captions: C = mean of x·xᵀ over every token."""
+    from razor.curvature import retain_moments
+
+    a = tiny_task.adapter
+    to_k = f"{a.cross_attention()[0][0]}.to_k.weight"
+    text_q = next(n for n in a.parameters() if n.startswith("text_encoder.") and n.endswith("q_proj.weight"))
+    moments = retain_moments(tiny_task, [to_k, text_q])
+    with torch.no_grad():
+        x = a.encode(tiny_task.retain.captions).reshape(-1, a.text_encoder.config.hidden_size).double()
+    assert torch.allclose(moments[to_k], x.T @ x / len(x), rtol=1e-4, atol=1e-6)
+    assert moments[text_q].shape == (x.shape[1],) * 2 and torch.linalg.eigvalsh(moments[text_q]).min() >= -1e-9
