@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 REQUEST ?= data/requests/demo-object-star.yaml
 
-.PHONY: setup run test bench bench-scale clean
+.PHONY: setup run test bench bench-scale bench-sd clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,6 +27,9 @@ bench: $(STAMP)
 
 bench-scale: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/scale.py
+
+bench-sd: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/sd_demo.py
 
 clean:
 	rm -rf runs .pytest_cache data/runs dvc.lock mlflow.db mlartifacts

@@ -1,4 +1,4 @@
-"""What the demo benchmarks share: their command line (--methods, --requests, --json) and one
+"""What the demo benchmarks share: their command line (--methods, --requests, --json, --report) and one
 `razor unlearn --json` process per (request, method), so peak MB is that process's resident
 memory (model and data included). Each benchmark supplies its table's columns."""
 
@@ -20,9 +20,15 @@ def run_table(methods: list[str], requests: tuple[str, ...], columns: list[str],
     ap.add_argument("--methods", default=",".join(methods))
     ap.add_argument("--requests", default=",".join(requests))
     ap.add_argument("--json", type=Path, help="also write every report to this file")
+    ap.add_argument("--report", type=Path, help="print the table of a --json FILE written before (runs nothing)")
     args = ap.parse_args()
     print("| request | method | " + " | ".join(columns) + " |")
     print("|" + "---|" * (len(columns) + 2))
+    if args.report:
+        reports = json.loads(args.report.read_text())
+        for r in reports:
+            print(f"| {r['forget']} | {r['method']} | " + " | ".join(row(r)) + " |")
+        return reports
     reports = []
     for request in args.requests.split(","):
         for method in args.methods.split(","):

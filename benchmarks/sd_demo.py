@@ -5,7 +5,9 @@ tensors or components). Each run is its own `razor unlearn --model demo-sd --jso
 peak MB is that process's resident memory (model, classifier and data included). RAZOR runs with
 the params of the committed request (`data/requests/demo-sd-*.yaml`); SLUG may edit the same
 towers; ESD-x and UCE run with their defaults.
-Usage: python benchmarks/sd_demo.py [--methods razor,esd] [--requests styles:noisy,...] [--json FILE]
+Every run's report goes to benchmarks/results/sd_demo/sd_demo.json, and a plot of the table beside it
+(`--report FILE` redraws both from the reports of an earlier run without running anything).
+Usage: python benchmarks/sd_demo.py [--methods razor,esd] [--requests styles:noisy,...] [--json FILE] [--report FILE]
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from runs import run_table
 REQUESTS = {"styles:noisy": "demo-sd-style-noisy", "objects:star": "demo-sd-object-star"}
 METHODS = ["razor", "slug", "esd", "uce"]
 ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "benchmarks" / "results" / "sd_demo"
 
 
 def params(request: str, method: str) -> list[str]:
@@ -38,6 +41,46 @@ def row(r: dict) -> list[str]:
             str(len(r["components"]))]
 
 
+def plot(reports: list[dict], path: Path) -> None:
+    """Per request: UA, IRA, CRA and UA after 4-bit of every method (base model's as a line), and seconds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    requests = list(dict.fromkeys(r["forget"] for r in reports))
+    fig, axes = plt.subplots(1, len(requests) + 1, figsize=(5.2 * (len(requests) + 1), 4.2))
+    metrics = [("ua", "UA"), ("ira", "IRA"), ("cra", "CRA"), ("ua_q4", "UA 4-bit")]
+    for ax, request in zip(axes, requests):
+        runs = [r for r in reports if r["forget"] == request]
+        width = 0.8 / len(runs)
+        for j, r in enumerate(runs):
+            xs = [i + (j - (len(runs) - 1) / 2) * width for i in range(len(metrics))]
+            ax.bar(xs, [r["after"][k] for k, _ in metrics], width, label=r["method"])
+        for i, (k, _) in enumerate(metrics):
+            ax.hlines(runs[0]["before"][k], i - 0.4, i + 0.4, colors="k", linestyles="--", label="base" if i == 0 else None)
+        ax.set(xticks=range(len(metrics)), xticklabels=[m for _, m in metrics], ylim=(0, 1.05), title=f"forget {request}")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=len(runs) + 1)
+    methods = list(dict.fromkeys(r["method"] for r in reports))
+    width = 0.8 / len(requests)
+    for j, request in enumerate(requests):
+        seconds = {r["method"]: r["seconds"] for r in reports if r["forget"] == request}
+        xs = [i + (j - (len(requests) - 1) / 2) * width for i in range(len(methods))]
+        axes[-1].bar(xs, [seconds.get(m, 0) for m in methods], width, label=request)
+    axes[-1].set(xticks=range(len(methods)), xticklabels=methods, yscale="log", ylabel="seconds", title="wall time (CPU)")
+    axes[-1].legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=len(requests))
+    for ax in axes:
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle("unlearning on the demo diffusion model (UnlearnCanvas protocol; dashed: the base model)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 if __name__ == "__main__":
-    run_table(METHODS, tuple(REQUESTS), ["UA", "IRA", "CRA", "UA 4-bit", "seconds", "peak MB", "delta KB", "edited"], row,
-              model="demo-sd", params=params)
+    reports = run_table(METHODS, tuple(REQUESTS), ["UA", "IRA", "CRA", "UA 4-bit", "seconds", "peak MB", "delta KB", "edited"],
+                        row, model="demo-sd", params=params)
+    if reports:
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / "sd_demo.json").write_text(json.dumps(reports, indent=2))
+        plot(reports, OUT / "sd_demo.png")
