@@ -10,6 +10,7 @@ scale.json and scale.png (cost against size).
     python benchmarks/scale.py                                  # CPU, every run (an hour or more on 2 cores)
     python benchmarks/scale.py --device cuda --dtype bf16       # a GPU node
     python benchmarks/scale.py --one clip-b32 --method razor    # one run, its JSON
+    python benchmarks/scale.py --one sd-1.5 --method esd        # ESD-x's cost per step at SD-1.5 size
 
 Random weights carry no concept, so RAZOR is measured as one round stage by stage — rank, cache,
 the top component's step search (2 probes) — the cost of a pass, not of reaching a target. The SD model samples at 64 px on CPU
@@ -38,6 +39,7 @@ from razor.io import atomic_path
 
 CONCEPT = {"clip": "objects:star", "sd": "styles:dotted"}
 TOWERS = {"clip": ("vision", "text"), "sd": ("text", "xattn")}
+ESD_STEPS = 10  # ESD-x (diffusion models only) is timed over this many steps: its cost per step
 SWEEP = ((8, 16), (16, 32), (32, 64), (64, 128))  # (forget, retain) sizes for the set-size runs
 
 
@@ -57,7 +59,7 @@ def one(arch: str, method: str, forget: int, retain: int, batch: int, device: st
 
     from razor.adapters.loading import load_model
     from razor.architectures import n_parameters, write
-    from razor.config import RazorParams, SlugParams, TrainParams
+    from razor.config import EsdParams, RazorParams, SlugParams, TrainParams
     from razor.cost import measure
     from razor.data import read_manifest
     from razor.demo.dataset import demo_manifest
@@ -91,6 +93,10 @@ def one(arch: str, method: str, forget: int, retain: int, batch: int, device: st
     if method == "razor":
         with measure() as cost:
             timing = razor_pass(task, RazorParams(towers=TOWERS[fam], probes=2))
+    elif method == "esd":  # a few steps, then one probe: the cost of one step
+        with measure() as cost:
+            result = run_method(method, task, EsdParams(max_steps=ESD_STEPS, eval_every=10**6, batch_size=batch), progress=False)
+        timing = dict(result.timing, **{"per step": result.timing["training"] / result.rounds[-1]["step"]})
     else:
         p = (SlugParams(towers=TOWERS[fam], probes=2) if method == "slug" else
              TrainParams(max_steps=math.ceil(len(task.forget) / batch), eval_every=10**6))  # graddiff: one epoch

@@ -203,6 +203,7 @@ def test_esd_tunes_only_the_cross_attention(tiny_task):
     result = esd_edit(tiny_task, EsdParams(max_steps=2, eval_every=1, batch_size=4), progress=False)
     assert result.delta.params and all(".attn2." in n for n in result.delta.params)
     assert result.rounds[0]["step"] == 1 and all(r["loss"] > 0 for r in result.rounds)  # stops once the probe's FA is met
+    assert set(result.timing) == {"training", "probes"} and all(v > 0 for v in result.timing.values())
 
 
 def test_razor_unlearn_on_a_diffusion_model_reports_unlearncanvas_metrics(tiny_sd, demo_manifest, tmp_path):

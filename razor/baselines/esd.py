@@ -7,13 +7,14 @@ sampling; with a forget set at hand, this one noises its images, as RAZOR's F do
 from __future__ import annotations
 
 import copy
+from collections import defaultdict
 
 import torch
 from tqdm import tqdm
 
 from razor.config import EsdParams
 from razor.delta import Delta
-from razor.editing import EditResult
+from razor.editing import EditResult, timed
 from razor.families import family
 from razor.memory import requires_grad_only
 
@@ -25,7 +26,9 @@ def esd_edit(task, p: EsdParams, progress: bool = True) -> EditResult:
     base = {n: params[n].detach().clone() for n in names}
     frozen = copy.deepcopy(a.unet).eval().requires_grad_(False)
     opt = torch.optim.Adam([params[n] for n in names], lr=p.lr)
-    probe = family(a).probe(task)
+    timing = defaultdict(float)  # seconds: training steps, probe measurements
+    with timed(timing, "probes"):
+        probe = family(a).probe(task)
     gen = torch.Generator().manual_seed(p.seed)
     with torch.no_grad():
         empty = a.encode([""])
@@ -34,22 +37,24 @@ def esd_edit(task, p: EsdParams, progress: bool = True) -> EditResult:
     with requires_grad_only(a.model, set(names)):
         for step in bar:
             batch = task.forget.subset(torch.randint(len(task.forget), (p.batch_size,), generator=gen))
-            concept, _ = task.prompts_of(batch, task.axis)
-            x_t, t, _ = task.noised(batch)
-            with torch.no_grad():
-                states = a.encode(concept)
-                e_c = frozen(x_t, t, encoder_hidden_states=states).sample
-                e_u = frozen(x_t, t, encoder_hidden_states=empty.expand(len(batch), -1, -1)).sample
-            loss = ((a.eps(x_t, t, states) - (e_u - p.eta * (e_c - e_u))) ** 2).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            with timed(timing, "training"):
+                concept, _ = task.prompts_of(batch, task.axis)
+                x_t, t, _ = task.noised(batch)
+                with torch.no_grad():
+                    states = a.encode(concept)
+                    e_c = frozen(x_t, t, encoder_hidden_states=states).sample
+                    e_u = frozen(x_t, t, encoder_hidden_states=empty.expand(len(batch), -1, -1)).sample
+                loss = ((a.eps(x_t, t, states) - (e_u - p.eta * (e_c - e_u))) ** 2).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
             if step % p.eval_every == 0 or step == p.max_steps:
-                m = probe.refresh()
+                with timed(timing, "probes"):
+                    m = probe.refresh()
                 log.append(dict(step=step, loss=loss.item(), fa_val=m.fa, retain_val=m.retain))
                 bar.set_postfix(fa=f"{m.fa:.2f}", retain=f"{m.retain:.3f}")
                 if m.fa <= p.forget_target:
                     break
     delta = Delta.from_diff(base, {n: params[n] for n in names}, meta=dict(method="esd", components=[], base=a.source))
     delta.meta["components"] = delta.params
-    return EditResult(delta, log)
+    return EditResult(delta, log, timing=dict(timing))
