@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from razor.components import Component
+from razor.errors import ModelError
 
 
 @torch.no_grad()
@@ -44,7 +45,7 @@ def retain_moments(task, names: list[str]) -> dict[str, torch.Tensor]:
             h.remove()
     missing = [n for n in names if n not in sums]
     if missing:
-        raise ValueError(f"the retain curvature needs Linear weights that D_r's forward pass reaches; "
+        raise ModelError(f"the retain curvature needs Linear weights that D_r's forward pass reaches; "
                          f"{', '.join(missing)} are not (use precondition: none for them)")
     return {n: sums[n] / counts[n] for n in names}
 

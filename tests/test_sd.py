@@ -281,3 +281,5 @@ def test_the_retain_curvature_is_the_second_moment_of_what_each_weight_reads_on_
         x = a.encode(tiny_task.retain.captions).reshape(-1, a.text_encoder.config.hidden_size).double()
     assert torch.allclose(moments[to_k], x.T @ x / len(x), rtol=1e-4, atol=1e-6)
     assert moments[text_q].shape == (x.shape[1],) * 2 and torch.linalg.eigvalsh(moments[text_q]).min() >= -1e-9
+    with pytest.raises(ModelError, match="final_layer_norm.weight are not"):
+        retain_moments(tiny_task, ["text_encoder.final_layer_norm.weight"])
