@@ -18,6 +18,8 @@ from pathlib import Path
 import yaml
 from runs import run_table
 
+from razor.io import atomic_path
+
 REQUESTS = {"styles:noisy": "demo-sd-style-noisy", "objects:star": "demo-sd-object-star"}
 METHODS = ["razor", "slug", "esd", "uce"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,5 +84,6 @@ if __name__ == "__main__":
                         row, model="demo-sd", params=params)
     if reports:
         OUT.mkdir(parents=True, exist_ok=True)
-        (OUT / "sd_demo.json").write_text(json.dumps(reports, indent=2))
+        with atomic_path(OUT / "sd_demo.json") as tmp:
+            tmp.write_text(json.dumps(reports, indent=2))
         plot(reports, OUT / "sd_demo.png")

@@ -4,7 +4,7 @@ A weight W (out × in) that moves by ΔW changes its output on a retain input x 
 drift penalty M grows, to second order, as tr(ΔW·C·ΔWᵀ) with C = E_r[x·xᵀ], the second moment of
 W's inputs over the retain set. The step that buys the most forget gain ⟨d, ΔW⟩ for that drift is
 
-    ΔW ∝ d·(C + δ·tr(C)/in·I)⁻¹          (δ: damping, relative to C's mean eigenvalue)
+    ΔW ∝ d·(C + δ·tr(C)/k·I)⁻¹           (k = in; δ: damping, relative to C's mean eigenvalue)
 
 which is where the drift penalty's curvature, zero-gradient at θ0, enters the first step. It
 moves W little along directions the retain inputs use and freely along those only the concept
