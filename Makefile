@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 REQUEST ?= data/requests/demo-object-star.yaml
 
-.PHONY: setup run test bench bench-scale bench-sd clean
+.PHONY: setup run test test-fast bench bench-scale bench-sd clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,6 +20,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q -m "not stack"
 
 bench: $(STAMP)
 	$(PY) benchmarks/clip_demo.py

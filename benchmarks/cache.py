@@ -14,14 +14,14 @@ from dataclasses import replace
 
 import torch
 
-from razor.adapters.clip import load_clip
-from razor.cache import FrozenCache
 from razor.config import EditParams, RankParams
 from razor.data import read_manifest
 from razor.demo.dataset import demo_manifest
 from razor.editing import edit, rank
-from razor.probe import Probe
-from razor.task import Task
+from razor.families.clip.adapter import load_clip
+from razor.families.clip.cache import FrozenCache
+from razor.families.clip.probe import ClipProbe as Probe
+from razor.families.clip.task import ClipTask as Task
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from runs import run_table
 
-from razor.methods import METHODS, ONLY
+from razor.families.clip import FAMILY as CLIP
 
 REQUESTS = ("objects:star", "styles:dotted", "identities:hana")
 
@@ -24,7 +24,7 @@ def row(r: dict) -> list[str]:
 
 
 def main() -> None:
-    methods = [m for m in METHODS if "clip" in ONLY.get(m, ("clip",))]
+    methods = list(CLIP.methods)
     reports = run_table(methods, REQUESTS, ["FA@1", "utility", "stability", "leakage", "FA@1 4-bit", "seconds", "peak MB",
                                             "delta KB"], row)
     razor = [r for r in reports if r["method"] == "razor" and r.get("timing")]

@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from razor.adapters.loading import DTYPES
+from razor.config import DTYPES
 from razor.io import atomic_path
 
 CONCEPT = {"clip": "objects:star", "sd": "styles:dotted"}
@@ -57,14 +57,13 @@ def one(arch: str, method: str, forget: int, retain: int, batch: int, device: st
     import psutil
     import torch
 
-    from razor.adapters.loading import load_model
     from razor.architectures import n_parameters, write
     from razor.config import EsdParams, RazorParams, SlugParams, TrainParams
     from razor.cost import measure
     from razor.data import read_manifest
     from razor.demo.dataset import demo_manifest
-    from razor.families import build_task
-    from razor.methods import run_method
+    from razor.families import build_task, load_model
+    from razor.pipeline import run_method
 
     manifest = read_manifest(demo_manifest())
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,17 +114,17 @@ def razor_pass(task, p) -> dict:
     forget, which would end the edit before its first step."""
     from razor.config import EditParams, RankParams
     from razor.editing import candidates, direction, rank, step_search
-    from razor.families import family
+    from razor.families import of
+    from razor.pipeline import build_cache
 
     timing = {}
     t0 = time.perf_counter()
     ranking = rank(task, p.part(RankParams))
     timing["gradients"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    task.frozen_outputs()
-    probe = family(task.adapter).probe(task)
+    probe = of(task.adapter).probe(task, build_cache(task))
     timing["cache"] = time.perf_counter() - t0
-    c = candidates(task.adapter, p)[ranking.selection[0]]
+    c = candidates(task.adapter, p.towers, p.granularity)[ranking.selection[0]]
     d = direction(list(c.params), ranking.g_f, ranking.g_r, None, p.part(EditParams))
     ranking.g_f = ranking.g_r = {}  # as the edit does: the step search holds only d
     t0 = time.perf_counter()

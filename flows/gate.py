@@ -6,7 +6,7 @@ from __future__ import annotations
 from flows import registry
 from razor.config import GateParams
 from razor.curate import Curated
-from razor.families import family, load_task
+from razor.families import load_task, of
 from stages.workspace import Workspace
 
 
@@ -21,11 +21,11 @@ def check(ws: Workspace, name: str, version: str, p: GateParams) -> tuple[bool, 
     rows = []
     for mv in versions:
         request_id = mv.tags["razor.request"]
-        fa1, utility = family(model).forget_and_utility(load_task(model, sets(ws, request_id)))
+        fa1, utility = of(model).forget_and_utility(load_task(model, sets(ws, request_id)))
         rows.append(dict(check="forgotten", request=request_id, concept=mv.tags["razor.concept"], value=fa1,
                          limit=p.forget_max, passed=fa1 <= p.forget_max))
     root = ws.model(versions[0].tags["razor.base_model"])
-    _, before = family(root).forget_and_utility(load_task(root, sets(ws, versions[-1].tags["razor.request"])))
+    _, before = of(root).forget_and_utility(load_task(root, sets(ws, versions[-1].tags["razor.request"])))
     rows.append(dict(check="utility", request=versions[-1].tags["razor.request"], value=utility, root=before,
                      limit=before - p.utility_tolerance, passed=utility >= before - p.utility_tolerance))
     return all(r["passed"] for r in rows), rows

@@ -23,7 +23,7 @@ from stages.workspace import Workspace
 def admitted(ws: Workspace, request_id: str) -> Path:
     """The request as it will run: its model replaced by the production version's folder, if any."""
     req = queue.submitted(ws, request_id)
-    name = lineage.registered_name(req.model)
+    name = registry.registered_name(ws, req.model)
     version = registry.production(name)
     if version is not None:
         model = registry.materialize(ws, name, version).relative_to(ws.data).as_posix()

@@ -1,4 +1,4 @@
-"""MLflow lineage of one request: a parent run, a nested run per stage, datasets, the model version.
+"""MLflow lineage of one request: a parent run, a nested run per stage, datasets, tags.
 
 Default store: sqlite:///<workspace>/mlflow.db with artifacts under <workspace>/mlartifacts
 (MLFLOW_TRACKING_URI overrides the store). Nothing here changes a stage's outputs. A store that
@@ -11,10 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import mlflow
@@ -34,7 +31,7 @@ STAGE_ARTIFACTS = {
     "edit": ("delta.safetensors", "rounds.parquet", "stage.json"),
     "evaluate": ("report.json", "report.html", "stage.json"),
 }
-STAGE_PLOTS = {"rank": ("scores.png",), "edit": ("expansion_trace.png",), "evaluate": ("before_after.png",)}
+STAGE_PLOTS = {"rank": ("scores.png",), "edit": ("expansion_trace.png",), "evaluate": ("before_after.png", "image_grid.png")}
 ROUND_METRICS = ("fa_val", "retain_val", "accuracy_val", "concept_p_val")
 
 
@@ -79,11 +76,6 @@ def experiment(ws: Workspace) -> str:
         found = mlflow.get_experiment_by_name(EXPERIMENT)
     mlflow.set_experiment(experiment_id=found.experiment_id)
     return found.experiment_id
-
-
-def registered_name(model: str) -> str:
-    """The registered model a request's edits become versions of: clip-demo, clip-<folder or hub id>."""
-    return "clip-" + re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-").lower()
 
 
 def lock_entries(ws: Workspace, request_id: str) -> dict:
@@ -179,34 +171,3 @@ def _local_source(path: Path):
 
     cls = next(c for c in get_registered_sources() if c.__name__ == "LocalArtifactDatasetSource")
     return cls(path.resolve().as_uri())
-
-
-def register(ws: Workspace, request_id: str, run_id: str, request: dict) -> tuple[str, str]:
-    """The edited model as a new version of its registered model: the delta plus a reference to
-    its base (the parent version, the root model, the sha256 of every tensor the delta touches)."""
-    from flows.registry import origin, weights_sha256
-    from razor.delta import Delta
-
-    delta_path = ws.stage_dir(request_id, "edit") / "delta.safetensors"
-    delta = Delta.load(delta_path)
-    came_from = origin(ws, request["model"])
-    adapter = ws.model(request["model"])
-    delta.apply(adapter.parameters())
-    with tempfile.TemporaryDirectory() as tmp:
-        shutil.copy2(delta_path, Path(tmp) / "delta.safetensors")
-        (Path(tmp) / "base.json").write_text(json.dumps(dict(
-            model=request["model"], **came_from, base_sha256=delta.base_sha256, edited_sha256=delta.edited_sha256,
-            components=delta.meta.get("components", []), request=request_id), indent=2))
-        mlflow.log_artifacts(tmp, "model")
-    client = MlflowClient()
-    name = came_from["registered_model"]
-    try:
-        client.create_registered_model(name, description=f"RAZOR edits of {came_from['base_model']} (each: parent + delta)")
-    except mlflow.exceptions.MlflowException:
-        pass  # it exists
-    version = client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id, tags={
-        "razor.request": request_id, "razor.base_model": came_from["base_model"],
-        "razor.parent_version": came_from["version"], "razor.weights_sha256": weights_sha256(adapter.model),
-        "razor.delta_sha256": hashlib.sha256(delta_path.read_bytes()).hexdigest(),
-        "razor.concept": request["concept_key"], "razor.method": request["method"]})
-    return name, str(version.version)

@@ -11,6 +11,8 @@ import json
 import shutil
 from pathlib import Path
 
+from razor.errors import ModelError
+from razor.families import DEMO_MODELS
 from razor.io import atomic_path
 from razor.request import Request, RequestError, load_request
 from stages.workspace import Workspace
@@ -27,23 +29,20 @@ def now() -> str:
 
 
 def check_model(ws: Workspace, spec: str) -> None:
-    """The model must be the demo, a model folder under the data root, or a hub id in the local cache."""
-    if spec == "demo":
+    """The model must be a demo model, a model folder under the data root, or a hub id in the local
+    cache, of a family RAZOR edits (read from its config files; no weights are loaded)."""
+    if spec in DEMO_MODELS:
         return
     local = ws.data / spec
-    if local.exists():
-        if not local.resolve().is_relative_to(ws.data.resolve()):
-            raise RequestError(f"model {spec!r} resolves outside the data root {ws.data}; keep models inside it")
-        if not (local / "config.json").is_file():
-            raise RequestError(f"model folder {local} has no config.json; it must hold a saved CLIP model")
-        return
-    from transformers import AutoConfig
-
+    if local.exists() and not local.resolve().is_relative_to(ws.data.resolve()):
+        raise RequestError(f"model {spec!r} resolves outside the data root {ws.data}; keep models inside it")
     try:
-        AutoConfig.from_pretrained(spec, local_files_only=True)
-    except (OSError, ValueError) as e:
-        raise RequestError(f"model {spec!r} is neither `demo`, a folder under {ws.data}, nor a hub id in the local "
-                           "cache; download it first or copy it under the data root") from e
+        ws.family(spec)
+    except ModelError as e:
+        if local.exists():
+            raise RequestError(f"model folder {local} cannot be used: {e}") from e
+        raise RequestError(f"model {spec!r} is neither {', '.join(f'`{d}`' for d in DEMO_MODELS)}, a folder under "
+                           f"{ws.data}, nor a hub id in the local cache; download it first or copy it under the data root") from e
 
 
 def submit(ws: Workspace, path: Path) -> Request:
@@ -54,7 +53,7 @@ def submit(ws: Workspace, path: Path) -> Request:
     check_model(ws, req.model)
     for which in ("forget_data", "retain_data"):
         req.data_path(which, ws.data)  # present and inside the data root
-    if req.forget_data is None and ws.root_model(req.model) != "demo":
+    if req.forget_data is None and ws.root_model(req.model) not in DEMO_MODELS:
         raise RequestError(f"request {req.id}: forget_data is required for model {req.model!r}")
     with atomic_path(folder(ws) / f"{req.id}.yaml") as tmp:
         shutil.copyfile(path, tmp)

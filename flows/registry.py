@@ -1,16 +1,19 @@
 """The model registry side of governance: versions as chains of deltas, production, rollback.
 
-Version N of `clip-<model>` is its parent's weights plus its delta (the root's parent is the
-base model itself). A version is materialised as a model folder under data/models/<name>/v<N>/
-by applying the chain's deltas in order — each delta checks the hashes of the weights it
-applies to — and the result must match the version's recorded `razor.weights_sha256`.
+Version N of `<family>-<model>` (clip-demo, sd-demo-sd, vlm-demo-vlm) is its parent's weights plus
+its delta (the root's parent is the base model itself). A version is materialised as a model folder
+under data/models/<name>/v<N>/ in its family's layout by applying the chain's deltas in order — each
+delta checks the hashes of the weights it applies to — and the result must match the version's
+recorded `razor.weights_sha256`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
+import tempfile
 from pathlib import Path
 
 import mlflow
@@ -19,6 +22,7 @@ from mlflow.exceptions import MlflowException
 
 from razor.delta import Delta, tensor_sha256
 from razor.errors import RazorError
+from razor.families import save_model
 from razor.io import atomic_dir
 from stages.workspace import ORIGIN, Workspace
 
@@ -33,11 +37,15 @@ def weights_sha256(model) -> str:
     return h.hexdigest()
 
 
+def registered_name(ws: Workspace, model: str) -> str:
+    """The registered model a request's edits become versions of: the family, then the model's name
+    (clip-demo, sd-demo-sd, vlm-demo-vlm, clip-<folder or hub id>)."""
+    return f"{ws.family(model).name}-" + re.sub(r"[^A-Za-z0-9._-]+", "-", model).strip("-").lower()
+
+
 def origin(ws: Workspace, spec: str) -> dict:
     """Where a request's model comes from: a materialised version, or a root model (no parent)."""
-    from flows.lineage import registered_name
-
-    return ws.origin(spec) or dict(registered_model=registered_name(spec), version="", base_model=spec)
+    return ws.origin(spec) or dict(registered_model=registered_name(ws, spec), version="", base_model=spec)
 
 
 def production(name: str) -> str | None:
@@ -81,11 +89,7 @@ def materialize(ws: Workspace, name: str, version: str) -> Path:
         raise RazorError(f"{name} v{version} rebuilt from its deltas has weights sha256 {actual[:12]}… but was registered "
                          f"with {expected[:12]}…; run `razor audit {name}@{version}` to find the changed artifact")
     with atomic_dir(folder, ORIGIN) as tmp:
-        adapter.model.save_pretrained(tmp, safe_serialization=True)
-        adapter.tokenizer.save_pretrained(tmp)
-        source = Path(adapter.source)
-        if (source / "preprocessor_config.json").is_file():
-            shutil.copy2(source / "preprocessor_config.json", tmp)
+        save_model(adapter, tmp)  # the family's own folder layout (a diffusers folder for SD)
         (tmp / ORIGIN).write_text(json.dumps(dict(registered_model=name, version=str(version),
                                                   base_model=versions[0].tags["razor.base_model"], weights_sha256=actual,
                                                   forgotten=[mv.tags["razor.concept"] for mv in versions]), indent=2))
@@ -101,3 +105,31 @@ def rollback(ws: Workspace, name: str, version: str) -> str:
     folder = materialize(ws, name, version)
     promote(name, version)
     return json.loads((folder / ORIGIN).read_text())["weights_sha256"]
+
+
+def register(ws: Workspace, request_id: str, run_id: str, request: dict) -> tuple[str, str]:
+    """The edited model as a new version of its registered model: the delta plus a reference to
+    its base (the parent version, the root model, the sha256 of every tensor the delta touches)."""
+    delta_path = ws.stage_dir(request_id, "edit") / "delta.safetensors"
+    delta = Delta.load(delta_path)
+    came_from = origin(ws, request["model"])
+    adapter = ws.model(request["model"])
+    delta.apply(adapter.parameters())
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy2(delta_path, Path(tmp) / "delta.safetensors")
+        (Path(tmp) / "base.json").write_text(json.dumps(dict(
+            model=request["model"], **came_from, base_sha256=delta.base_sha256, edited_sha256=delta.edited_sha256,
+            components=delta.meta.get("components", []), request=request_id), indent=2))
+        mlflow.log_artifacts(tmp, "model")
+    client = MlflowClient()
+    name = came_from["registered_model"]
+    try:
+        client.create_registered_model(name, description=f"RAZOR edits of {came_from['base_model']} (each: parent + delta)")
+    except mlflow.exceptions.MlflowException:
+        pass  # it exists
+    version = client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id, tags={
+        "razor.request": request_id, "razor.base_model": came_from["base_model"],
+        "razor.parent_version": came_from["version"], "razor.weights_sha256": weights_sha256(adapter.model),
+        "razor.delta_sha256": hashlib.sha256(delta_path.read_bytes()).hexdigest(),
+        "razor.concept": request["concept_key"], "razor.method": request["method"]})
+    return name, str(version.version)

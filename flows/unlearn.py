@@ -19,7 +19,7 @@ import mlflow
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows import lineage
+from flows import lineage, registry
 from razor.errors import RazorError
 from razor.io import atomic_path
 from razor.request import RequestError, load_request
@@ -101,7 +101,7 @@ def _record(ws: Workspace, request_id: str, ran: dict[str, bool]) -> tuple[str, 
         lineage.log_datasets(ws, request_id)
         mlflow.log_metrics(lineage.flat_metrics(ws, request_id))
         mlflow.log_artifact(str(ws.stage_dir(request_id, "evaluate") / "report.html"))
-        name, version = lineage.register(ws, request_id, run.info.run_id, req)
+        name, version = registry.register(ws, request_id, run.info.run_id, req)
         mlflow.set_tags({"razor.registered_model": name, "razor.model_version": version})
     return run.info.run_id, name, version
 

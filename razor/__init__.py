@@ -1,6 +1,18 @@
-"""RAZOR: ratio-aware, few-component unlearning for transformer vision models."""
+"""RAZOR: ratio-aware, few-component unlearning for transformer vision models.
 
-from razor.delta import Delta
-from razor.unlearn import unlearn
+`razor.unlearn(...)` and `razor.Delta` load on first use, so `import razor.errors` (and the CLI's
+`--help`) do not load torch."""
 
 __all__ = ["Delta", "unlearn"]
+
+
+def __getattr__(name: str):
+    if name == "unlearn":
+        from razor.api import unlearn
+
+        return unlearn
+    if name == "Delta":
+        from razor.delta import Delta
+
+        return Delta
+    raise AttributeError(f"module 'razor' has no attribute {name!r}")

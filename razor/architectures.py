@@ -12,7 +12,10 @@ from pathlib import Path
 import torch
 
 from razor.demo import world
+from razor.demo.tokenizer import build_tokenizer as world_tokenizer
+from razor.demo.vlm import build_tokenizer as vlm_tokenizer
 from razor.errors import ModelError
+from razor.families.sd.adapter import SdAdapter, save_sd
 from razor.io import atomic_dir
 
 # (hidden, intermediate, layers, heads) of the text tower; vision adds the patch size; then the projection
@@ -47,9 +50,7 @@ def clip_config(name: str, image_size: int = 224, width: float = 1.0, depth: flo
 
 
 def _tokenizer(max_length: int):
-    from razor.demo.tokenizer import build_tokenizer
-
-    return build_tokenizer(world.vocabulary(), model_max_length=max_length)
+    return world_tokenizer(world.vocabulary(), model_max_length=max_length)
 
 
 def write_clip(name: str, folder: str | Path, image_size: int = 224, width: float = 1.0, depth: float = 1.0,
@@ -88,14 +89,11 @@ def sd_parts(tokenizer, sample_size: int = 64, width: float = 1.0, depth: float 
 def write_sd(folder: str | Path, sample_size: int = 64, width: float = 1.0, depth: float = 1.0, vae: bool = True,
              seed: int = 0) -> Path:
     """A random SD-1.5-layout pipeline as a diffusers folder (model_index.json, safetensors parts)."""
-    from razor.adapters.sd import SdAdapter
-    from razor.demo.sd import save_folder
-
     torch.manual_seed(seed)
     tokenizer = _tokenizer(77)
     text, unet, auto, scheduler = sd_parts(tokenizer, sample_size, width, depth, vae)
     with atomic_dir(Path(folder), "model_index.json") as tmp:
-        save_folder(SdAdapter(text, tokenizer, unet, scheduler, auto), tmp)
+        save_sd(SdAdapter(text, tokenizer, unet, scheduler, auto), tmp)
     return Path(folder)
 
 
@@ -119,10 +117,8 @@ def write_llava(folder: str | Path, image_size: int = 336, width: float = 1.0, d
     """A random LLaVA-1.5-layout VLM as a model folder (with the demo VLM's word-level tokenizer)."""
     from transformers import LlavaForConditionalGeneration
 
-    from razor.demo.vlm import build_tokenizer
-
     torch.manual_seed(seed)
-    tokenizer = build_tokenizer()
+    tokenizer = vlm_tokenizer()
     model = LlavaForConditionalGeneration(llava_config(tokenizer, image_size, width, depth))
     with atomic_dir(Path(folder), "model.safetensors") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)

@@ -1,4 +1,5 @@
-"""The `razor` command line."""
+"""The `razor` command line. Heavy libraries (torch, transformers, diffusers, MLflow, Prefect) load
+inside the command that needs them, so `razor --help` answers at once."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import click
 import yaml
 from pydantic import ValidationError
 
-from razor.adapters.loading import DTYPES
+from razor.config import DTYPES
 from razor.errors import RazorError
-from razor.report import table
+from razor.methods import METHODS
 
 
 def friendly(fn):
@@ -45,17 +46,18 @@ def parse_params(items: tuple[str, ...]) -> dict:
 
 
 @click.group()
+@click.version_option(package_name="razor")
 def main():
     """RAZOR: targeted unlearning for transformer vision models."""
 
 
 @main.command()
 @click.option("--model", default="demo", show_default=True,
-              help="demo (CLIP), demo-vlm (LLaVA-style), a local folder, or a hub id")
+              help="demo (CLIP), demo-vlm (LLaVA-style), demo-sd (Stable Diffusion), a local folder, or a hub id")
 @click.option("--data", type=click.Path(dir_okay=False), help="Parquet manifest (default: the demo world)")
 @click.option("--forget", required=True, help="the concept: a label, or axis:label (a VLM: labels of one axis joined by +)")
 @click.option("--method", default="razor", show_default=True,
-              type=click.Choice(["razor", "slug", "ga", "graddiff", "ft", "salun", "retrain", "esd", "uce"]))
+              type=click.Choice(list(METHODS)))
 @click.option("--param", "params", multiple=True, help="method parameter KEY=VALUE (repeatable)")
 @click.option("--out", type=click.Path(file_okay=False), help="folder for the delta, logs, report and plots")
 @click.option("--seed", default=0, show_default=True)
@@ -69,7 +71,8 @@ def main():
 @friendly
 def unlearn(model, data, forget, method, params, out, seed, dtype, device, batch_size, gradient_checkpointing, as_json):
     """Forget one concept and print the before/after table."""
-    from razor.unlearn import unlearn as run
+    from razor.api import unlearn as run
+    from razor.report import table
 
     report = run(forget, model=model, data=data, method=method, params=parse_params(params), out=out,
                  seed=seed, progress=not as_json, dtype=dtype, device=device, batch_size=batch_size,
@@ -94,6 +97,7 @@ def run_request(request_file, workspace, as_json):
 
     from flows import lineage
     from flows.unlearn import unlearn as flow
+    from razor.report import table
     from stages.workspace import Workspace
 
     result = flow(request_file, workspace)
@@ -238,11 +242,6 @@ def check(file, data_root):
     click.echo(json.dumps(req.model_dump()))
 
 
-if __name__ == "__main__":
-    main()
-
-
-
 WORKSPACE = click.option("--workspace", default=".", show_default=True, type=click.Path(file_okay=False),
                          help="the pipeline workspace (holds dvc.yaml, params.yaml, data/)")
 
@@ -357,3 +356,7 @@ def audit(model_at_version, workspace, json_out):
             tmp.write_text(json.dumps(result, indent=2))
     if not result["ok"]:
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -11,6 +11,14 @@ from dataclasses import dataclass
 import torch
 
 GRANULARITIES = ("layer", "head", "both")
+CLIP_BLOCK = {  # a CLIP encoder block's tensors (transformers' CLIPEncoderLayer: CLIP, SD's text encoder, LLaVA's vision tower)
+    "q": "self_attn.q_proj.weight",
+    "k": "self_attn.k_proj.weight",
+    "v": "self_attn.v_proj.weight",
+    "out": "self_attn.out_proj.weight",
+    "fc1": "mlp.fc1.weight",
+    "fc2": "mlp.fc2.weight",
+}
 
 
 @dataclass(frozen=True)

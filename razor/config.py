@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+DTYPES = ("fp32", "fp16", "bf16")  # the weights' precision a model loads in
+
 
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -29,18 +31,18 @@ class ObjectiveParams(Params):
 
     kept_weight: float = Field(0.5, ge=0, description="(ours) weight of the already-forgotten concepts' forget "
                                "objective added to this one's, so the edit keeps them forgotten")
-    forget_objective: Literal["default", "noise", "embedding"] = Field(
-        "default", description="(ours) a diffusion model's F: the noise-prediction gap toward the anchor prompt "
-        "(noise, its default) or the text-embedding gap (embedding); other families have one F")
+    forget_objective: str = Field(
+        "default", description="(ours) a family's forget objective F where it offers several (a diffusion model: "
+        "the noise-prediction gap toward the anchor prompt, noise, its default, or the text-embedding gap, embedding)")
 
 
 class RankParams(ObjectiveParams):
     """The contribution ranking (METHOD.md §2–3): which components, how they are scored and chosen."""
 
     granularity: Literal["layer", "head", "both"] = "both"
-    towers: tuple[Literal["vision", "text", "projector", "xattn"], ...] = Field(
-        ("vision", "text"), min_length=1,
-        description="which towers' components are candidates (projector: a VLM's; xattn: a diffusion UNet's to_k/to_v)")
+    towers: tuple[str, ...] | None = Field(
+        None, min_length=1, description="which towers' components are candidates (default: the model family's "
+        "default towers; CLIP: vision, text; a VLM: vision, projector; a diffusion model: text, xattn)")
     alpha: float = Field(1.0, ge=0, le=1)
     alignment: Literal["signed", "abs"] = "signed"
     normalize: Literal["none", "tower"] = "none"
@@ -78,7 +80,7 @@ class RazorParams(RankParams, EditParams):
 
 
 class SlugParams(SearchParams):
-    towers: tuple[Literal["vision", "text", "projector", "xattn"], ...] = Field(("vision", "text"), min_length=1)
+    towers: tuple[str, ...] | None = Field(None, min_length=1, description="as RAZOR's (default: the family's)")
     robust_bits: int | None = None  # SLUG's search checks the unquantised model only
 
 
@@ -126,7 +128,7 @@ class CurateParams(Params):
     eval_size: int = Field(600, ge=1, description="retain items per held-out split")
     batch_size: int = Field(128, ge=1)
     kept_size: int = Field(128, ge=1, description="train items per already-forgotten concept (their forget objective)")
-    dtype: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="the weights' precision every later stage loads")
+    dtype: Literal[DTYPES] = Field("fp32", description="the weights' precision every later stage loads")
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="cpu, cuda or cuda:N")
     gradient_checkpointing: bool = Field(False, description="recompute block activations in the backward pass")
 

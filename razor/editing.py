@@ -17,10 +17,11 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from razor.components import Component
-from razor.config import EditParams, RankParams, RazorParams, SearchParams
+from razor.config import EditParams, RankParams, SearchParams
 from razor.curvature import preconditioned, retain_moments
 from razor.delta import Delta
-from razor.families import family
+from razor.errors import ModelError
+from razor.families import of
 from razor.probe import Measure, Probe
 from razor.scoring import ratio_scores, select
 
@@ -147,32 +148,31 @@ class Ranking:
                    RankParams(**sel["params"]), sel["seconds"])
 
 
-def candidates(adapter, p: RankParams) -> dict[str, Component]:
-    return {c.name: c for c in adapter.components(p.granularity) if c.tower in p.towers}
+def candidates(adapter, towers: tuple[str, ...] | None, granularity: str) -> dict[str, Component]:
+    """The components of `towers` (default: the family's) at a granularity; a tower the family does
+    not have is refused by name, and so is a selection that leaves nothing to edit."""
+    fam = of(adapter)
+    towers = towers or fam.default_towers
+    absent = [t for t in towers if t not in fam.towers]
+    if absent:
+        raise ModelError(f"{fam.kind} models have no tower {', '.join(absent)}; choose towers among "
+                         f"{', '.join(fam.towers)} (default: {', '.join(fam.default_towers)})")
+    comps = {c.name: c for c in adapter.components(granularity) if c.tower in towers}
+    if not comps:
+        raise ModelError(f"this model has no {granularity} components in the towers {', '.join(towers)}; "
+                         f"choose towers among {', '.join(fam.towers)}")
+    return comps
 
 
 def rank(task, p: RankParams) -> Ranking:
     """g_f and g_r in one pass over D_f and D_r, the ratio score of every candidate, the selection."""
     t0 = time.perf_counter()
-    comps = candidates(task.adapter, p)
+    comps = candidates(task.adapter, p.towers, p.granularity)
     names = sorted({n for c in comps.values() for n in c.params})
     task.use_objective(p.forget_objective)
     g_f, g_r = task.forget_gradient(names, p.kept_weight), task.retain_gradient(names)
     scores = ratio_scores(list(comps.values()), task.adapter.parameters(), g_f, g_r, p.alpha, p.alignment, p.normalize)
     return Ranking(g_f, g_r, scores, select(scores, p.select, p.k, p.tau), p, time.perf_counter() - t0)
-
-
-def razor_edit(task, p: RazorParams, progress: bool = True) -> EditResult:
-    """Score every component, edit the best few, and grow the edited set only while needed."""
-    ranking = rank(task, p.part(RankParams))
-    t0 = time.perf_counter()
-    frozen = task.frozen_outputs() if p.lambda_m > 0 and p.mode == "one_step" else None
-    probe = family(task.adapter).probe(task)
-    cached = time.perf_counter() - t0
-    result = edit(task, p.part(EditParams), ranking, probe, frozen, progress)
-    result.timing = dict(cache=cached, **result.timing)
-    result.timing["gradients"] = result.timing.get("gradients", 0.0) + ranking.seconds
-    return result
 
 
 def edit(task, p: EditParams, ranking: Ranking, probe: Probe, frozen: list[torch.Tensor] | None,
@@ -184,7 +184,7 @@ def edit(task, p: EditParams, ranking: Ranking, probe: Probe, frozen: list[torch
     adapter = task.adapter
     rp = ranking.params
     params = adapter.parameters()
-    comps = candidates(adapter, rp)
+    comps = candidates(adapter, rp.towers, rp.granularity)
     names = sorted(ranking.g_f)
     g_f, g_r = ranking.g_f, ranking.g_r
     ranking.g_f = ranking.g_r = {}  # the only reference is ours: a round's fresh gradients replace them

@@ -1,29 +1,24 @@
-"""Methods by name (OpenUnlearning style): each is (its params model, its edit function)."""
+"""Methods by name (OpenUnlearning style): each is its params model and where its edit function
+lives. The functions import when a method runs, so the names and params are known without torch
+(the CLI's choices); which families a method edits is each family's `methods`."""
 
 from __future__ import annotations
 
-from razor.baselines.esd import esd_edit
-from razor.baselines.ft import ft_edit
-from razor.baselines.ga import ga_edit
-from razor.baselines.graddiff import graddiff_edit
-from razor.baselines.retrain import retrain_edit
-from razor.baselines.salun import salun_edit
-from razor.baselines.slug import slug_edit
-from razor.baselines.uce import uce_edit
+from importlib import import_module
+
 from razor.config import EsdParams, RazorParams, RetrainParams, SlugParams, TrainParams, UceParams
-from razor.editing import EditResult, razor_edit
 from razor.errors import RazorError
 
 METHODS = {
-    "razor": (RazorParams, razor_edit),
-    "slug": (SlugParams, slug_edit),
-    "ga": (TrainParams, ga_edit),
-    "graddiff": (TrainParams, graddiff_edit),
-    "ft": (TrainParams, ft_edit),
-    "salun": (TrainParams, salun_edit),
-    "retrain": (RetrainParams, retrain_edit),
-    "esd": (EsdParams, esd_edit),
-    "uce": (UceParams, uce_edit),
+    "razor": (RazorParams, "razor.pipeline:razor_edit"),
+    "slug": (SlugParams, "razor.baselines.slug:slug_edit"),
+    "ga": (TrainParams, "razor.baselines.ga:ga_edit"),
+    "graddiff": (TrainParams, "razor.baselines.graddiff:graddiff_edit"),
+    "ft": (TrainParams, "razor.baselines.ft:ft_edit"),
+    "salun": (TrainParams, "razor.baselines.salun:salun_edit"),
+    "retrain": (RetrainParams, "razor.baselines.retrain:retrain_edit"),
+    "esd": (EsdParams, "razor.baselines.esd:esd_edit"),
+    "uce": (UceParams, "razor.baselines.uce:uce_edit"),
 }
 
 
@@ -34,14 +29,7 @@ def method_params(name: str, overrides: dict | None = None):
     return METHODS[name][0](**(overrides or {}))
 
 
-ONLY = {"salun": ("clip",), "retrain": ("clip",), "esd": ("sd",), "uce": ("sd",)}
-"""Methods for some families only: SalUn relabels caption pairs, retrain re-runs the demo CLIP's recipe,
-ESD and UCE edit a diffusion UNet's cross-attention."""
-
-
-def run_method(name: str, task, params, progress: bool = True) -> EditResult:
-    family = task.adapter.family
-    if family not in ONLY.get(name, (family,)):
-        raise RazorError(f"method {name} works on {' and '.join(ONLY[name])} models only, and this is a {family} model; "
-                         f"choose one of {', '.join(m for m in METHODS if family in ONLY.get(m, (family,)))}")
-    return METHODS[name][1](task, params, progress=progress)
+def edit_function(name: str):
+    """The method's edit function: (task, params, progress) → EditResult."""
+    module, function = METHODS[name][1].split(":")
+    return getattr(import_module(module), function)

@@ -26,6 +26,10 @@ class OutputCache:
     def build(cls, task) -> "OutputCache":
         return cls(task.frozen_outputs(), task.adapter.family, task.batch_size)
 
+    def summary(self) -> dict:
+        """What the cache stage records of it."""
+        return dict(retain_batches=len(self.frozen))
+
     def save(self, path: Path, meta: dict) -> None:
         header = {"razor.cache": json.dumps(dict(meta, batch_size=self.batch_size, family=self.family))}
         with atomic_path(path) as tmp:

@@ -18,12 +18,15 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def score_scatter(scores: list[dict], chosen: list[str], path: Path) -> None:
-    """Importance ‖g_f‖/‖θ‖ against alignment cos(g_f, g_r); edited components marked."""
+def score_scatter(scores: list[dict], chosen: list[str], path: Path, note: str = "") -> None:
+    """Importance ‖g_f‖/‖θ‖ against alignment cos(g_f, g_r), one colour per tower; edited components
+    marked (no scores: the `note` saying why)."""
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for tower, color in (("vision", "tab:blue"), ("text", "tab:orange")):
+    for tower in dict.fromkeys(s["tower"] for s in scores):
         rows = [s for s in scores if s["tower"] == tower]
-        ax.scatter([s["cos"] for s in rows], [s["importance"] for s in rows], s=12, alpha=0.6, c=color, label=tower)
+        ax.scatter([s["cos"] for s in rows], [s["importance"] for s in rows], s=12, alpha=0.6, label=tower)
+    if not scores:
+        ax.text(0.5, 0.5, note or "no component scores", ha="center", va="center", transform=ax.transAxes)
     for s in scores:
         if s["component"] in chosen:
             ax.scatter(s["cos"], s["importance"], s=90, facecolors="none", edgecolors="red", linewidths=1.5)
@@ -31,7 +34,8 @@ def score_scatter(scores: list[dict], chosen: list[str], path: Path) -> None:
     ax.set_xlabel("alignment cos(g_f, g_r)")
     ax.set_ylabel("importance ‖g_f‖ / ‖θ‖")
     ax.set_title("component scores (red: edited)")
-    ax.legend()
+    if scores:
+        ax.legend()
     _save(fig, path)
 
 

@@ -1,67 +1,48 @@
-"""Fast validation measurements for the step search.
-
-With reuse (the default) the probe keeps the hidden states entering every vision block and
-the label-prompt embeddings: a probe of a vision component re-runs only the blocks from its
-layer on, a text component re-encodes only the label prompts. Without reuse every probe runs
-the whole model (the reference the cache is timed against; both give the same numbers).
-"""
+"""The step search's validation measures (METHOD.md §4): what every family's probe gives, and
+the bookkeeping they share (the forget target met, also after quantisation)."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
 
-from razor.cache import PROBE_BATCH, FrozenCache, probe_pixels
 from razor.components import Component
 from razor.quantize import quantized
-from razor.zeroshot import label_embeddings
 
 
 @dataclass(frozen=True)
 class Measure:
     fa: float  # FA@1 on the forget-val items
-    concept_p: float  # mean zero-shot probability of the concept on them (a smooth FA)
-    retain: float  # share of retain-val (item, axis) top-1 predictions unchanged from θ0
-    accuracy: float  # mean per-axis zero-shot accuracy on the retain-val items
+    concept_p: float  # mean probability of the concept on them (a smooth FA)
+    retain: float  # share of retain-val predictions unchanged from θ0
+    accuracy: float  # mean per-axis accuracy on the retain-val items
     kept_fa: float = 0.0  # the highest FA@1 among concepts the model already forgot, on their val items
 
 
-class Probe:
-    """Validation metrics of the current model, re-running only what an edit can change."""
+class Probe(ABC):
+    """Validation metrics of the current model; a family's probe re-runs what an edit can change.
+    Subclasses set `current` (the model as it is now) once they are ready."""
 
-    def __init__(self, task, cache: FrozenCache | None = None, reuse: bool = True):
+    current: Measure
+
+    def __init__(self, task):
         self.task = task
-        self.pixels = probe_pixels(task)
-        self.n_forget, self.n_retain = len(task.forget_val), len(task.retain_val)
-        self.reuse = reuse
-        self.reference = None
+        self.reference = None  # θ0's predictions, taken at the first measurement
         self._quantized_fa = {}
-        if reuse and cache is not None:
-            self.hidden, self.images, self.labels = list(cache.hidden), cache.images, dict(cache.labels)
-            self.current = self._score(self.images, self.labels)
-        else:
-            self.refresh()
 
-    @torch.no_grad()
+    @abstractmethod
+    def measure(self, component: Component | None = None) -> Measure:
+        """Measure the model as it is now; `component` says which part changed since refresh()."""
+
+    @abstractmethod
     def refresh(self, changed: Component | None = None) -> Measure:
-        """Bring the kept states up to date after `changed` was edited (None: anything may have)."""
-        self._quantized_fa = {}
-        if not self.reuse:
-            self.current = self.measure()
-            return self.current
-        a = self.task.adapter
-        if changed is None or changed.tower == "text":
-            self.labels = self._labels()
-        if changed is None:
-            self.hidden = [torch.cat(h) for h in zip(*(a.vision_inputs(b) for b in self.pixels.split(PROBE_BATCH)))]
-        elif changed.tower == "vision":
-            for i in range(changed.layer, len(self.hidden) - 1):
-                self.hidden[i + 1] = torch.cat([a.vision_block(i, h) for h in self.hidden[i].split(PROBE_BATCH)])
-        if changed is None or changed.tower == "vision":
-            self.images = self._images_from(0 if changed is None else changed.layer)
-        self.current = self._score(self.images, self.labels)
-        return self.current
+        """Bring what the probe keeps up to date after `changed` was edited (None: anything may have)."""
+
+    @abstractmethod
+    def measure_quantized(self, bits: int) -> Measure:
+        """Measure the model with its weights quantised to `bits`."""
 
     def met(self, p) -> bool:
         """Whether the current model meets the forget target, after `p.robust_bits` quantisation too."""
@@ -70,60 +51,6 @@ class Probe:
         if p.robust_bits and p.robust_bits not in self._quantized_fa:
             self._quantized_fa[p.robust_bits] = self.measure_quantized(p.robust_bits).fa
         return not p.robust_bits or self._quantized_fa[p.robust_bits] <= p.forget_target
-
-    def _labels(self) -> dict[str, torch.Tensor]:
-        return label_embeddings(self.task.adapter, self.task.labels, self.task.prompts)
-
-    def _images_from(self, layer: int) -> torch.Tensor:
-        a = self.task.adapter
-        return torch.cat([a.encode_images_from(layer, h) for h in self.hidden[layer].split(PROBE_BATCH)])
-
-    def _full_images(self) -> torch.Tensor:
-        return torch.cat([self.task.adapter.encode_images(b) for b in self.pixels.split(PROBE_BATCH)])
-
-    @torch.no_grad()
-    def measure(self, component: Component | None = None) -> Measure:
-        """Measure the model as it is now; `component` says which part changed since refresh()."""
-        if not self.reuse:
-            return self._score(self._full_images(), self._labels())
-        vision = component is not None and component.tower == "vision"
-        text = component is not None and component.tower == "text"
-        return self._score(self._images_from(component.layer) if vision else self.images,
-                           self._labels() if text else self.labels)
-
-    @torch.no_grad()
-    def measure_quantized(self, bits: int) -> Measure:
-        """Measure the model with its weights quantised to `bits` (a full forward)."""
-        with quantized(self.task.adapter.model, bits):
-            return self._score(self._full_images(), self._labels())
-
-    def _score(self, images: torch.Tensor, labels: dict[str, torch.Tensor]) -> Measure:
-        t = self.task
-        forget, retain = images[: self.n_forget], images[self.n_forget : self.n_forget + self.n_retain]
-        kept = images[self.n_forget + self.n_retain :]
-        logits = t.adapter.model.logit_scale.exp() * forget @ labels[t.axis].T
-        fa = (logits.argmax(1) == t.concept_id).float().mean().item()
-        concept_p = logits.softmax(1)[:, t.concept_id].mean().item()
-        preds = {axis: (retain @ emb.T).argmax(1).cpu() for axis, emb in labels.items()}  # beside the CPU label ids
-        if self.reference is None:
-            self.reference = preds
-        same = total = 0
-        accs = []
-        for axis, pred in preds.items():
-            has = t.retain_val.label_ids[axis] >= 0
-            if has.any():
-                same += (pred[has] == self.reference[axis][has]).sum().item()
-                total += int(has.sum())
-                accs.append((pred[has] == t.retain_val.label_ids[axis][has]).float().mean().item())
-        return Measure(fa, concept_p, same / max(total, 1), sum(accs) / max(len(accs), 1), self._kept_fa(kept, labels))
-
-    def _kept_fa(self, images: torch.Tensor, labels: dict[str, torch.Tensor]) -> float:
-        fas = [0.0]
-        for axis, cid in self.task.kept_ids():
-            has = self.task.kept_val.label_ids[axis] == cid
-            if has.any():
-                fas.append(((images[has.to(images.device)] @ labels[axis].T).argmax(1) == cid).float().mean().item())
-        return max(fas)
 
 
 class WholeProbe(Probe):

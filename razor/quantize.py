@@ -6,6 +6,8 @@ import contextlib
 
 import torch
 
+BITS = (8, 4)  # the weight quantisations every family's metrics are re-checked under
+
 
 def fake_quantize(weight: torch.Tensor, bits: int) -> torch.Tensor:
     """The weight after int`bits` quantisation and dequantisation, one scale per output row."""

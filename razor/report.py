@@ -7,9 +7,9 @@ import html
 import json
 from pathlib import Path
 
-from razor.families import family
+from razor.families import of
 from razor.io import atomic_path
-from razor.metrics import BITS
+from razor.quantize import BITS
 
 NAMES = {"fa1": "FA@1", "fa5": "FA@5", "forget_cos": "forget cosine", "utility": "utility", "stability": "stability",
          "leakage": "MIA leakage", "fa": "FA", "ua": "UA", "ira": "IRA", "cra": "CRA"}
@@ -17,8 +17,11 @@ NAMES = {"fa1": "FA@1", "fa5": "FA@5", "forget_cos": "forget cosine", "utility":
 
 def summarize(method: str, task, components: list[str], seconds: float, peak_mb: float, delta_bytes: int,
               before: dict, after: dict, timing: dict, bits=BITS) -> dict:
-    """The report object `razor unlearn --json` prints."""
-    k = family(task.adapter).keys(bits)
+    """The report object `razor unlearn --json` prints (with `judge` where a family's outputs are
+    labelled by another model: a diffusion model's image classifier)."""
+    fam = of(task.adapter)
+    k = fam.keys(bits)
+    judge = dict(judge=fam.judge(task)) if fam.judge else {}
     return dict(
         method=method, forget=f"{task.axis}:{task.label}", components=components,
         seconds=round(seconds, 3), peak_mb=round(peak_mb, 1), delta_bytes=delta_bytes,
@@ -26,6 +29,7 @@ def summarize(method: str, task, components: list[str], seconds: float, peak_mb:
         utility_per_axis=dict(before=before["utility_per_axis"], after=after["utility_per_axis"]),
         quantized=dict(before=before["quantized"], after=after["quantized"]),
         timing={x: round(v, 3) for x, v in timing.items()},
+        **judge,
     )
 
 
@@ -46,6 +50,8 @@ def table(report: dict) -> str:
         lines.append(f"{metric_name(key):<16}{report['before'][key]:>10.3f}{report['after'][key]:>10.3f}")
     lines.append(f"seconds {report['seconds']:.1f} · peak {report['peak_mb']:.0f} MB · "
                  f"delta {report['delta_bytes'] / 1024:.1f} KB")
+    if "judge" in report:
+        lines.append(f"judged by {report['judge']}")
     return "\n".join(lines)
 
 
@@ -63,7 +69,8 @@ td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:right}}td:first-child{
 img{{max-width:100%}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head><body>
 <h1>Forget {html.escape(report['forget'])} — {html.escape(report['method'])}</h1>
 <p>Edited: {html.escape(', '.join(report['components']) or '(nothing)')}<br>
-{report['seconds']:.1f} s · peak {report['peak_mb']:.0f} MB · delta {report['delta_bytes'] / 1024:.1f} KB</p>
+{report['seconds']:.1f} s · peak {report['peak_mb']:.0f} MB · delta {report['delta_bytes'] / 1024:.1f} KB
+{('<br>Judged by ' + html.escape(report['judge'])) if 'judge' in report else ''}</p>
 <table><tr><th>metric</th><th>before</th><th>after</th></tr>{rows}</table>
 {figures}
 <h2>Lineage</h2><pre>{html.escape(json.dumps(lineage or {}, indent=2))}</pre></body></html>"""

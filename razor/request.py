@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from razor.errors import RazorError
+from razor.methods import METHODS
 
 MAX_BYTES = 64 * 1024
 KIND_AXES = {"identity": "identities", "style": "styles", "object": "objects"}
@@ -47,6 +48,17 @@ class Concept(BaseModel):
     def axis(self) -> str:
         return KIND_AXES[self.kind]
 
+    def key(self, axes: list[str]) -> str:
+        """`axis:label` on a manifest with these label axes: the kind's axis, or a plain folder
+        import's one axis; a manifest labelled on other axes is refused with the ones it has."""
+        if self.axis in axes:
+            return f"{self.axis}:{self.label}"
+        if len(axes) == 1:
+            return f"{axes[0]}:{self.label}"
+        raise RequestError(f"a request of kind {self.kind} forgets a label of axis {self.axis!r}, but the data is labelled "
+                           f"on {', '.join(axes)}; set the kind to the axis that holds {self.label!r} "
+                           f"({', '.join(k for k, a in KIND_AXES.items() if a in axes)})")
+
 
 class Request(BaseModel):
     """One "forget this" request."""
@@ -57,9 +69,16 @@ class Request(BaseModel):
     concept: Concept
     forget_data: str | None = None
     retain_data: str | None = None
-    method: Literal["razor", "slug", "ga", "graddiff", "ft", "salun", "retrain", "esd", "uce"] = "razor"
+    method: str = "razor"
     params: dict = Field(default_factory=dict)
     seed: int = Field(0, ge=0)
+
+    @field_validator("method")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in METHODS:
+            raise ValueError(f"unknown method {v!r}; choose one of {', '.join(METHODS)}")
+        return v
 
     @field_validator("forget_data", "retain_data")
     @classmethod

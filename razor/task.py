@@ -1,7 +1,11 @@
-"""An unlearning task: the model, the concept, D_f, D_r and held-out sets, and the one-pass gradients."""
+"""An unlearning task: the model, the concept, D_f, D_r and held-out sets, and the one-pass gradients.
+
+What is common to every family lives here; each family's task (`razor/families/<name>/task.py`)
+gives its F, R and M on one batch (METHOD.md §6) and θ0's output that M compares against."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -16,7 +20,7 @@ from razor.pairs import Pairs
 
 
 @dataclass
-class Task:
+class Task(ABC):
     """Everything a method needs to forget `axis:label` from `adapter`'s model."""
 
     adapter: object
@@ -94,24 +98,22 @@ class Task:
         """(axis, label id) of each concept the model already forgot."""
         return [(a, self.labels[a].index(lab)) for c in self.forgotten for a, lab in concept_parts(c)]
 
-    # -- the family's objectives on one batch (METHOD.md §6; CLIP here) ------------------------
+    # -- the family's objectives on one batch (METHOD.md §6) ---------------------------------
+    @abstractmethod
     def forget_loss(self, batch: Pairs, axis: str, label: str) -> torch.Tensor:
         """F on a batch of items carrying `axis:label`."""
-        return self.adapter.forget_objective(batch.pixels, self.adapter.tokenize([self.prompts[axis].format(label)]))
 
+    @abstractmethod
     def retain_loss(self, batch: Pairs) -> torch.Tensor:
         """R on a batch of retain items."""
-        return self.adapter.retain_loss(batch.pixels, self.adapter.tokenize(batch.captions), batch.positives())
 
+    @abstractmethod
     def drift_loss(self, batch: Pairs, frozen: torch.Tensor) -> torch.Tensor:
         """M on a retain batch against θ0's output on it."""
-        return self.adapter.drift_penalty(batch.pixels, self.adapter.tokenize(batch.captions), frozen)
 
-    @torch.no_grad()
+    @abstractmethod
     def frozen_output(self, batch: Pairs) -> torch.Tensor:
-        """θ0's output on a retain batch that M compares against (CLIP: the similarity matrix S_θ0)."""
-        a = self.adapter
-        return a.encode_images(batch.pixels) @ a.encode_texts(a.tokenize(batch.captions)).T
+        """θ0's output on a retain batch that M compares against."""
 
     # -- one-pass gradients (METHOD.md §2) --------------------------------------------------
     def forget_gradient(self, names: list[str], kept_weight: float = 0.0) -> dict[str, torch.Tensor]:

@@ -1,22 +1,22 @@
 """Stage cache: one pass of the frozen model → what the edit stage reuses (CLIP: label embeddings,
-S_θ0 per retain batch, probe hidden states; VLM: answer-word log-probabilities per retain batch)."""
+S_θ0 per retain batch, probe hidden states; VLM, diffusion: θ0's output per retain batch)."""
 
 from __future__ import annotations
 
-from razor.families import family
+from razor import pipeline
 from stages.workspace import Workspace, main
 
 
 def run(ws: Workspace, request_id: str) -> None:
-    """Run θ0 once and store what the edit stage reuses (cache.safetensors)."""
+    """Run θ0 once and store what the edit stage reuses (cache.safetensors); a baseline reads none."""
+    if ws.method(request_id) != "razor":
+        return ws.skip(request_id, "cache")
     _, task = ws.task(request_id)
     info = {}
     with ws.output(request_id, "cache", info) as out:
-        cache = family(task.adapter).cache.build(task)
+        cache = pipeline.build_cache(task)
         cache.save(out / "cache.safetensors", dict(request=request_id))
-        info.update(retain_batches=len(cache.frozen))
-        if hasattr(cache, "hidden"):
-            info.update(blocks=len(cache.hidden), probe_images=len(cache.images))
+        info.update(cache.summary())
 
 
 if __name__ == "__main__":

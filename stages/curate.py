@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from razor.adapters.loading import DEMO_MODELS
 from razor.config import CurateParams
 from razor.curate import curate
 from razor.data import read_manifest
+from razor.demo.dataset import demo_manifest
+from razor.families import DEMO_MODELS
 from razor.io import sha256_file
 from razor.methods import method_params
 from razor.request import RequestError
@@ -21,19 +22,17 @@ def run(ws: Workspace, request_id: str) -> None:
         if ws.root_model(req.model) not in DEMO_MODELS:
             raise RequestError(f"request {req.id}: forget_data is required for model {req.model!r}; "
                                "import a manifest with `razor data import` and name it in the request")
-        from razor.demo.dataset import demo_manifest
-
         source = demo_manifest()
     else:
         source = req.data_path("forget_data", ws.data)
     manifest = read_manifest(source)
     retain_path = req.data_path("retain_data", ws.data)
     retain = read_manifest(retain_path) if retain_path else None
-    axis = req.concept.axis if req.concept.axis in manifest.axes else manifest.axes[0]
+    concept = req.concept.key(manifest.axes)
     forgotten = tuple((ws.origin(req.model) or {}).get("forgotten", ()))  # by the versions this model descends from
-    chosen = curate(manifest, f"{axis}:{req.concept.label}", retain, p.forget_size, p.retain_size, p.eval_size, req.seed,
+    chosen = curate(manifest, concept, retain, p.forget_size, p.retain_size, p.eval_size, req.seed,
                     forgotten, p.kept_size)
-    info = dict(params=p.model_dump(), concept=chosen.concept, forgotten=list(forgotten), source=str(source),
+    info = dict(params=p.model_dump(), concept=chosen.concept, forgotten=list(chosen.forgotten), source=str(source),
                 source_sha256=sha256_file(source),
                 sizes={k: len(getattr(chosen, k)) for k in chosen.names})
     with ws.output(request_id, "curate", info) as out:

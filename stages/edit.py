@@ -10,11 +10,12 @@ import sys
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from razor import pipeline
 from razor.config import EditParams
 from razor.cost import measure
-from razor.editing import Ranking, edit
-from razor.families import family
-from razor.methods import method_params, run_method
+from razor.editing import Ranking
+from razor.families import of
+from razor.methods import method_params
 from razor.plots import expansion_trace
 from stages.workspace import Workspace, main, write_json
 
@@ -29,17 +30,13 @@ def run(ws: Workspace, request_id: str) -> None:
     if req["method"] == "razor":
         p = ws.settings("edit", req, EditParams, pipeline_only=("reuse_cache",))
         ranking = Ranking.load(ws.stage_dir(request_id, "rank"))
-        kind = family(task.adapter)
-        cache = kind.cache.load(ws.stage_dir(request_id, "cache") / "cache.safetensors", task)
+        cache = of(task.adapter).cache.load(ws.stage_dir(request_id, "cache") / "cache.safetensors", task)
         with measure() as cost:
-            probe = kind.probe(task, cache, reuse=reuse)
-            frozen = cache.frozen if reuse else task.frozen_outputs()
-            result = edit(task, p, ranking, probe, frozen, progress)
-        result.timing["gradients"] = result.timing.get("gradients", 0.0) + ranking.seconds
+            result = pipeline.edit_from(task, p, ranking, cache, reuse, progress)
     else:
         p = method_params(req["method"], {**(ws.params("baselines").get(req["method"]) or {}), **req["params"]})
         with measure() as cost:
-            result = run_method(req["method"], task, p, progress=progress)
+            result = pipeline.run_method(req["method"], task, p, progress=progress)
     info = dict(method=req["method"], params=p.model_dump(mode="json"), reuse_cache=reuse, components=result.components,
                 timing={k: round(v, 3) for k, v in result.timing.items()}, seconds=round(cost.seconds, 3),
                 peak_mb=round(cost.peak_mb, 1), delta_bytes=result.delta.nbytes)

@@ -3,11 +3,11 @@ a before/after plot, report.json and a self-contained HTML report."""
 
 from __future__ import annotations
 
+from razor import pipeline
 from razor.config import EvaluateParams
 from razor.delta import Delta
-from razor.families import family
 from razor.plots import before_after
-from razor.report import summarize, write_html
+from razor.report import write_html
 from stages.workspace import STAGES, Workspace, main, write_json
 
 PLOTS = {"component scores": "scores.png", "expansion trace": "expansion_trace.png", "before / after": "before_after.png",
@@ -20,17 +20,16 @@ def run(ws: Workspace, request_id: str) -> None:
     req, task = ws.task(request_id)
     p = EvaluateParams(**ws.params("evaluate"))
     delta = Delta.load(ws.stage_dir(request_id, "edit") / "delta.safetensors")
-    kind = family(task.adapter)
-    before, reference = kind.evaluate(task, seed=req["seed"], bits=p.bits)
+    before, reference = pipeline.metrics(task, seed=req["seed"], bits=p.bits)
     delta.apply(task.adapter.parameters())
-    after, predicted = kind.evaluate(task, reference=reference, seed=req["seed"], bits=p.bits)
     edit = stages["edit"]
-    if kind.figure:
-        kind.figure(task, {"base": reference, edit["method"]: predicted}, ws.plot(request_id, "image_grid.png"))
     method_stages = ("cache", "rank", "edit") if edit["method"] == "razor" else ("edit",)
-    report = summarize(edit["method"], task, edit["components"], sum(stages[s]["seconds"] for s in method_stages),
-                       max(stages[s]["peak_mb"] for s in method_stages), edit["delta_bytes"], before, after,
-                       edit["timing"], p.bits)
+    report, figure = pipeline.after_edit(task, edit["method"], edit["components"],
+                                         sum(stages[s]["seconds"] for s in method_stages),
+                                         max(stages[s]["peak_mb"] for s in method_stages), edit["delta_bytes"],
+                                         edit["timing"], before, reference, req["seed"], p.bits)
+    if figure:
+        figure(ws.plot(request_id, "image_grid.png"))
     lineage = dict(request=req, stages=stages)
     metrics = dict(before=report["before"], after=report["after"], seconds=report["seconds"],
                    peak_mb=report["peak_mb"], delta_bytes=report["delta_bytes"])

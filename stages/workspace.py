@@ -21,11 +21,11 @@ import torch
 import yaml
 from pydantic import ValidationError
 
-from razor.adapters.loading import DEMO_MODELS, load_model
 from razor.cost import measure
 from razor.curate import Curated
 from razor.errors import RazorError
-from razor.families import load_task
+from razor.families import DEMO_MODELS, detect, load_model, load_task
+from razor.family import Family
 from razor.io import atomic_dir, atomic_path
 from razor.request import Request, RequestError, load_request
 
@@ -116,14 +116,32 @@ class Workspace:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
-    def model(self, spec: str, dtype: str = "fp32", device: str = "cpu"):
-        """`demo`, `demo-vlm`, a model folder under the data root, or a hub id (in `dtype` on `device`)."""
+    def model_source(self, spec: str) -> str:
+        """A demo model's name, a model folder under the data root (as a path), or a hub id."""
         local = self.data / spec
         if spec not in DEMO_MODELS and local.exists():
             if not local.resolve().is_relative_to(self.data.resolve()):
                 raise RequestError(f"model {spec!r} resolves outside the data root {self.data}; keep models inside it")
-            spec = str(local)
-        return load_model(spec, dtype, device)
+            return str(local)
+        return spec
+
+    def model(self, spec: str, dtype: str = "fp32", device: str = "cpu"):
+        """`demo`, `demo-vlm`, `demo-sd`, a model folder under the data root, or a hub id (in `dtype` on `device`)."""
+        return load_model(self.model_source(spec), dtype, device)
+
+    def family(self, spec: str) -> Family:
+        """The family of a request's model, from its config files (no weights loaded)."""
+        return detect(self.model_source(spec))
+
+    def method(self, request_id: str) -> str:
+        """The method the curated request names."""
+        return json.loads((self.stage_dir(request_id, "curate") / "request.json").read_text())["method"]
+
+    def skip(self, request_id: str, stage: str) -> None:
+        """The stage's result for a method that does not read it: an empty folder saying so."""
+        self.stage_info(request_id, "curate")  # refuses a missing or unfinished curate
+        with self.output(request_id, stage, dict(skipped=f"method {self.method(request_id)} does not read it")):
+            pass
 
     def clear_stale(self, request_id: str, stage: str) -> None:
         """Remove the temporary folders a killed run of the stage left (DVC may restore the stage's

@@ -17,9 +17,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from transformers import CLIPModel  # noqa: E402
 
-from razor.adapters.clip import ClipAdapter, demo_config  # noqa: E402
 from razor.demo import world  # noqa: E402
 from razor.demo.tokenizer import build_tokenizer  # noqa: E402
+from razor.families.clip.adapter import ClipAdapter, demo_config  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -6,11 +6,12 @@ import torch
 from click.testing import CliRunner
 from transformers import CLIPModel
 
-from razor.adapters.clip import DEMO_MODEL, demo_config, load_clip
 from razor.cli import main
 from razor.data import read_manifest, write_manifest
+from razor.demo import DEMO_CLIP as DEMO_MODEL
 from razor.demo import world
 from razor.demo.tokenizer import build_tokenizer
+from razor.families.clip.adapter import demo_config, load_clip
 
 
 def run(args):
@@ -75,7 +76,7 @@ def test_nan_or_inf_weights(demo_manifest, tmp_path):
 
 def test_nan_gradients_stop_the_edit_before_any_change(demo_manifest):
     from razor.errors import NumericalError
-    from razor.task import Task
+    from razor.families.clip.task import ClipTask as Task
 
     adapter = load_clip("demo")
     task = Task.build(adapter, read_manifest(demo_manifest, verify=False), "star", forget_size=16, retain_size=16)
@@ -125,3 +126,11 @@ def test_an_output_folder_razor_did_not_write_is_never_replaced(tmp_path):
 def test_threshold_selection_needs_tau():
     res = run(["unlearn", "--forget", "star", "--param", "select=threshold"])
     assert res.exit_code == 2 and "select: threshold needs tau" in res.output
+
+
+def test_towers_the_model_does_not_have_are_refused_before_any_work(tmp_path):
+    res = run(["unlearn", "--forget", "star", "--param", "towers=[xattn]", "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2 and "CLIP models have no tower xattn; choose towers among vision, text" in res.output
+    assert not (tmp_path / "out").exists()
+    res = run(["unlearn", "--forget", "star", "--method", "slug", "--param", "towers=[vision,projector]"])
+    assert res.exit_code == 2 and "no tower projector" in res.output

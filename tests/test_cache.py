@@ -4,14 +4,14 @@ running the whole model for every probe, so the delta is the same."""
 import pytest
 import torch
 
-from razor.adapters.clip import load_clip
-from razor.cache import FrozenCache
 from razor.config import EditParams, RankParams
 from razor.data import read_manifest
 from razor.editing import Ranking, edit, rank
 from razor.errors import RazorError
-from razor.probe import Probe
-from razor.task import Task
+from razor.families.clip.adapter import load_clip
+from razor.families.clip.cache import FrozenCache
+from razor.families.clip.probe import ClipProbe as Probe
+from razor.families.clip.task import ClipTask as Task
 
 
 def test_cached_and_uncached_step_search_give_the_same_delta(demo_manifest, tmp_path):

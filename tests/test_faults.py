@@ -72,6 +72,7 @@ def test_a_killed_process_never_leaves_the_workspace_locked(tmp_path):
     assert taken.wait(30)  # the OS released it with the process
 
 
+@pytest.mark.stack
 def test_an_unreachable_tracking_store_stops_the_request_before_any_work(tmp_path, monkeypatch, prefect_server):
     from flows.unlearn import unlearn
 

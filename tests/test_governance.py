@@ -13,10 +13,12 @@ from flows import queue, registry
 from flows.gate import sets
 from flows.intake import intake
 from razor.cli import main
-from razor.metrics import forget_and_utility
-from razor.task import Task
+from razor.families.clip.metrics import forget_and_utility
+from razor.families.clip.task import ClipTask as Task
 from stages.workspace import Workspace
 from tests.workspace import ROOT, make_workspace
+
+pytestmark = pytest.mark.stack
 
 MODEL = "clip-demo"
 SEQUENCE = ("demo-object-star", "demo-identity-hana", "striped-unguarded", "demo-style-striped")

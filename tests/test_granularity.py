@@ -2,11 +2,11 @@
 
 import torch
 
-from razor.adapters.clip import load_clip
 from razor.config import RazorParams
 from razor.data import read_manifest
-from razor.editing import razor_edit
-from razor.task import Task
+from razor.families.clip.adapter import load_clip
+from razor.families.clip.task import ClipTask as Task
+from razor.pipeline import razor_edit
 
 
 def test_head_edits_leave_every_other_slice_bit_identical(demo_manifest):

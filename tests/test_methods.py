@@ -49,3 +49,19 @@ def test_demo_info_lists_labels_per_axis():
     res = CliRunner().invoke(main, ["demo", "info", "--json"])
     labels = json.loads(res.stdout)
     assert "star" in labels["objects"] and "dotted" in labels["styles"] and "hana" in labels["identities"]
+
+
+def test_the_cli_answers_help_and_version_without_loading_torch_and_runs_as_a_module():
+    import subprocess
+    import sys
+
+    probe = ("import sys; from razor.cli import main; import razor.errors; "
+             "heavy = ('torch', 'transformers', 'diffusers', 'sklearn', 'mlflow', 'prefect'); "
+             "print(','.join(m for m in heavy if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "", out.stdout + out.stderr  # heavy libraries load per command
+    version = subprocess.run([sys.executable, "-m", "razor.cli", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and "version" in version.stdout
+    for command in ("intake", "audit", "rollback", "serve", "unlearn", "request"):  # defined after the group, all reachable
+        out = subprocess.run([sys.executable, "-m", "razor.cli", command, "--help"], capture_output=True, text=True)
+        assert out.returncode == 0 and "Usage:" in out.stdout, (command, out.stderr)

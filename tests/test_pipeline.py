@@ -22,6 +22,8 @@ from razor.delta import Delta
 from stages.workspace import STAGES
 from tests.workspace import dvc, dvc_env, make_workspace
 
+pytestmark = pytest.mark.stack
+
 REQUEST = "demo-object-star"
 UNLEARN_KEYS = {"method", "forget", "components", "seconds", "peak_mb", "delta_bytes", "before", "after",
                 "utility_per_axis", "quantized", "timing"}

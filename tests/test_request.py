@@ -65,3 +65,14 @@ def test_cli_check_prints_the_normalised_request(tmp_path):
     assert res.exit_code == 0 and '"method": "razor"' in res.stdout
     res = CliRunner().invoke(main, ["request", "check", str(write(tmp_path, "id: x\n"))])
     assert res.exit_code == 2 and "concept: Field required" in res.output
+
+
+def test_a_kind_whose_axis_the_data_lacks_is_refused_not_guessed():
+    from razor.request import Concept
+
+    concept = Concept(kind="identity", label="dotted")
+    assert concept.key(["label"]) == "label:dotted"  # a plain folder import has one axis
+    assert concept.key(["identities", "objects"]) == "identities:dotted"
+    with pytest.raises(RequestError, match="kind identity forgets a label of axis 'identities', but the data is labelled "
+                                           "on styles, objects; set the kind .* \\(style, object\\)"):
+        concept.key(["styles", "objects"])

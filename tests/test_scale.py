@@ -11,14 +11,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from razor.adapters.loading import load_model
 from razor.architectures import clip_config, n_parameters, write
 from razor.cli import main
-from razor.config import RazorParams
+from razor.config import EditParams, RankParams, RazorParams
 from razor.data import read_manifest
+from razor.delta import Delta
+from razor.editing import candidates, direction, rank, set_step
 from razor.errors import ModelError
-from razor.families import build_task
-from razor.methods import run_method
+from razor.families import build_task, load_model
+from razor.pipeline import run_method
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,8 +70,26 @@ def test_a_random_model_of_a_real_layout_loads_from_its_folder_and_runs_a_razor_
     params = adapter.parameters()
     base = {n: p.detach().clone() for n, p in params.items()}
     result = run_method("razor", task, RazorParams(towers=towers, max_rounds=1, probes=2, candidates=1), progress=False)
-    touched = set(result.delta.params)
-    assert all(torch.equal(params[n], base[n]) for n in params if n not in touched)  # bit-identical elsewhere
+    assert {s["component"] for s in result.scores} == set(candidates(adapter, towers, "both"))  # every candidate ranked
+    assert all(torch.equal(params[n], base[n]) for n in params if n not in result.delta.params)  # bit-identical elsewhere
+    with torch.no_grad():
+        for n in result.delta.params:
+            params[n].copy_(base[n])
+    # a random model has nothing to forget, so the pass may stop before its first step: take one step of
+    # the top-ranked component along its direction and check that exactly its tensors change, and revert
+    ranking = rank(task, RankParams(towers=towers))
+    c = candidates(adapter, towers, "both")[ranking.selection[0]]
+    d = direction(list(c.params), ranking.g_f, ranking.g_r, None, EditParams())
+    set_step(c, params, base, d, 0.1 * c.flat(params).norm().item() / c.flat(d).norm().item())
+    delta = Delta.from_edit(base, params, [c])
+    assert set(delta.params) == set(c.params) and all(not torch.equal(params[n], base[n]) for n in c.params)
+    assert all(torch.equal(params[n], base[n]) for n in params if n not in c.params)
+    edited = {n: params[n].detach().clone() for n in c.params}
+    with torch.no_grad():
+        for n in c.params:
+            params[n].copy_(base[n])
+    delta.apply(params)  # the delta alone rebuilds the step from the base
+    assert all(torch.equal(params[n], edited[n]) for n in c.params)
 
 
 def test_bf16_weights_and_their_gradients(demo_manifest):

@@ -4,11 +4,12 @@ import json
 
 from click.testing import CliRunner
 
-from razor.adapters.clip import DEMO_MODEL, load_clip
 from razor.cli import main
 from razor.data import read_manifest
+from razor.demo import DEMO_CLIP as DEMO_MODEL
+from razor.families.clip.adapter import load_clip
+from razor.families.clip.zeroshot import accuracy, image_embeddings, label_embeddings, ranks
 from razor.pairs import Pairs
-from razor.zeroshot import accuracy, image_embeddings, label_embeddings, ranks
 
 
 def test_committed_demo_model_is_at_least_90_percent_zero_shot_on_each_axis(demo_manifest):

@@ -1,36 +1,49 @@
-"""A pipeline workspace in a temp folder: a git + DVC repo holding the project's pipeline files."""
+"""A pipeline workspace in a temp folder: a git + DVC repo holding the project's pipeline files.
+The repo is built once per test session (per request set) and copied for each workspace."""
 
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 COPIED = ("dvc.yaml", "params.yaml", ".dvcignore", "stages", "razor", "data/requests")
+_TEMPLATES: dict[bool, Path] = {}
 
 
 def make_workspace(path: Path, params: str | None = None, requests: bool = True) -> Path:
-    """Copy the pipeline into `path`, `git init` + `dvc init` + commit; optionally replace params.yaml;
-    without `requests`, no request files and an empty `requests:` list."""
-    for rel in COPIED if requests else [c for c in COPIED if c != "data/requests"]:
-        src, dst = ROOT / rel, path / rel
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst)
-    if params is not None:
+    """The pipeline copied into `path` as a committed git + DVC repo; optionally with another
+    params.yaml (committed too); without `requests`, no request files and an empty `requests:` list."""
+    shutil.copytree(_template(requests), path, symlinks=True, dirs_exist_ok=True)
+    if params is not None and params != (path / "params.yaml").read_text():
         (path / "params.yaml").write_text(params)
-    if not requests:
-        text = (path / "params.yaml").read_text()
-        (path / "params.yaml").write_text(text.replace("requests:\n  - demo-object-star\n", "requests: []\n"))
-    (path / ".gitignore").write_text("data/runs/\nmlflow.db\nmlartifacts/\n")
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "ci@razor.test"],
-                ["git", "config", "user.name", "razor tests"], ["dvc", "init", "-q"],
-                ["dvc", "config", "core.analytics", "false"], ["git", "add", "-A"], ["git", "commit", "-qm", "workspace"]):
-        subprocess.run(cmd, cwd=path, check=True, capture_output=True, env=dvc_env())
+        for cmd in (["git", "add", "params.yaml"], ["git", "commit", "-qm", "params"]):
+            subprocess.run(cmd, cwd=path, check=True, capture_output=True, env=dvc_env())
     return path
+
+
+def _template(requests: bool) -> Path:
+    if requests not in _TEMPLATES:
+        path = Path(tempfile.mkdtemp(prefix="razor-workspace-"))
+        for rel in COPIED if requests else [c for c in COPIED if c != "data/requests"]:
+            src, dst = ROOT / rel, path / rel
+            if src.is_dir():
+                shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            else:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dst)
+        if not requests:
+            text = (path / "params.yaml").read_text()
+            (path / "params.yaml").write_text(text.replace("requests:\n  - demo-object-star\n", "requests: []\n"))
+        (path / ".gitignore").write_text("data/runs/\nmlflow.db\nmlartifacts/\n")
+        for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "ci@razor.test"],
+                    ["git", "config", "user.name", "razor tests"], ["dvc", "init", "-q"],
+                    ["dvc", "config", "core.analytics", "false"], ["git", "add", "-A"], ["git", "commit", "-qm", "workspace"]):
+            subprocess.run(cmd, cwd=path, check=True, capture_output=True, env=dvc_env())
+        _TEMPLATES[requests] = path
+    return _TEMPLATES[requests]
 
 
 def dvc_env() -> dict:

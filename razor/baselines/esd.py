@@ -15,7 +15,7 @@ from tqdm import tqdm
 from razor.config import EsdParams
 from razor.delta import Delta
 from razor.editing import EditResult, timed
-from razor.families import family
+from razor.families import of
 from razor.memory import requires_grad_only
 
 
@@ -28,7 +28,7 @@ def esd_edit(task, p: EsdParams, progress: bool = True) -> EditResult:
     opt = torch.optim.Adam([params[n] for n in names], lr=p.lr)
     timing = defaultdict(float)  # seconds: training steps, probe measurements
     with timed(timing, "probes"):
-        probe = family(a).probe(task)
+        probe = of(a).probe(task)
     gen = torch.Generator().manual_seed(p.seed)
     with torch.no_grad():
         empty = a.encode([""])

@@ -11,7 +11,7 @@ from tqdm import tqdm
 from razor.config import TrainParams
 from razor.delta import Delta
 from razor.editing import EditResult
-from razor.families import family
+from razor.families import of
 from razor.memory import checkpointed, requires_grad_only
 
 
@@ -23,10 +23,10 @@ def forget_term(task, batch) -> torch.Tensor:
 def finetune(task, p: TrainParams, loss_fn, method: str, mask: dict | None = None, progress: bool = True) -> EditResult:
     """Minimise loss_fn(step, forget_batch, retain_batch); stop when the forget target is met."""
     adapter = task.adapter
-    params = {n: q for n, q in adapter.parameters().items() if n != "logit_scale"}
+    params = {n: q for n, q in adapter.parameters().items() if n not in of(adapter).fixed}
     base = {n: q.detach().clone() for n, q in params.items()}
     opt = torch.optim.Adam(params.values(), lr=p.lr)
-    probe = family(task.adapter).probe(task)
+    probe = of(task.adapter).probe(task)
     gen = torch.Generator().manual_seed(0)
     forget_batches = itertools.cycle(list(task.forget.batches(task.batch_size)))
     log = []

@@ -12,14 +12,13 @@ from safetensors.torch import load_file
 from razor.config import RetrainParams
 from razor.delta import Delta
 from razor.demo.dataset import cache_dir
+from razor.demo.train import train
 from razor.editing import EditResult
 from razor.errors import ModelError
 from razor.io import sha256_file
 
 
 def retrain_edit(task, p: RetrainParams, progress: bool = True) -> EditResult:
-    from razor.demo.train import train
-
     adapter = task.adapter
     if not (Path(adapter.source) / "training.json").is_file():
         raise ModelError(

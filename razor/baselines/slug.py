@@ -7,20 +7,20 @@ import torch
 
 from razor.config import SlugParams
 from razor.delta import Delta
-from razor.editing import EditResult, set_step, step_search
-from razor.families import family
+from razor.editing import EditResult, candidates, set_step, step_search
+from razor.families import of
 from razor.scoring import pareto_front, ratio_scores
 
 
 def slug_edit(task, p: SlugParams, progress: bool = True) -> EditResult:
     adapter = task.adapter
     params = adapter.parameters()
-    comps = {c.name: c for c in adapter.components("layer") if c.tower in p.towers}
+    comps = candidates(adapter, p.towers, "layer")
     names = sorted({n for c in comps.values() for n in c.params})
     base = {n: params[n].detach().clone() for n in names}
     g_f, g_r = task.forget_gradient(names), task.retain_gradient(names)
     scores = ratio_scores(list(comps.values()), params, g_f, g_r, alpha=1.0, alignment="abs", normalize="none")
-    probe = family(task.adapter).probe(task)
+    probe = of(task.adapter).probe(task)
     m0 = probe.current
     tried = []
     for row in pareto_front(scores):

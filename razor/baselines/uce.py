@@ -17,7 +17,7 @@ import torch
 from razor.config import UceParams
 from razor.delta import Delta
 from razor.editing import EditResult
-from razor.sd.metrics import AXES, grid, prompts
+from razor.families.sd.metrics import AXES, grid, prompts
 
 
 def uce_edit(task, p: UceParams, progress: bool = True) -> EditResult:

@@ -24,14 +24,14 @@ import torch
 import torch.nn.functional as nnf
 from tqdm import tqdm
 
-from razor.adapters.clip import DEMO_MODEL as DEMO_CLIP
 from razor.data import Manifest, load_images, read_manifest
-from razor.demo import world
+from razor.demo import DEMO_CLIP, world
+from razor.demo.dataset import demo_manifest
+from razor.families.sd import metrics as canvas
+from razor.families.sd.adapter import SdAdapter, save_sd
+from razor.families.sd.classifier import LabelNet, NetClassifier
 from razor.io import atomic_dir, sha256_file
-from razor.sd import metrics as canvas
-from razor.sd.classifier import LabelNet, NetClassifier
 
-DEMO_SD = Path(__file__).parent / "sd"  # the committed demo diffusion model (`razor demo train-sd`)
 AXES = ("objects", "styles")
 
 
@@ -88,9 +88,6 @@ def train_sd(out: str | Path, manifest_path: str | Path | None = None, seed: int
     the UNet's weights are kept as an EMA (decay `ema`, warmed up)."""
     from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPModel, CLIPTokenizer
-
-    from razor.adapters.sd import SdAdapter
-    from razor.demo.dataset import demo_manifest
 
     torch.manual_seed(seed)
     manifest = read_manifest(manifest_path or demo_manifest())
@@ -152,30 +149,7 @@ def train_sd(out: str | Path, manifest_path: str | Path | None = None, seed: int
                 manifest_sha256=sha256_file(manifest.path), generated_accuracy=accuracy,
                 clip_sha256=sha256_file(DEMO_CLIP / "model.safetensors"))
     with atomic_dir(out, "training.json") as tmp:
-        save_folder(adapter, tmp)
+        save_sd(adapter, tmp)
         net.save(tmp / "classifier")
         (tmp / "training.json").write_text(json.dumps(info, indent=2))
     return info
-
-
-def save_folder(adapter, folder: Path) -> None:
-    """The diffusers layout: model_index.json and one subfolder per part (safetensors)."""
-    adapter.text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
-    adapter.tokenizer.save_pretrained(folder / "tokenizer")
-    adapter.unet.save_pretrained(folder / "unet", safe_serialization=True)
-    adapter.scheduler.save_pretrained(folder / "scheduler")
-    if adapter.vae is not None:
-        adapter.vae.save_pretrained(folder / "vae", safe_serialization=True)
-    index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": _version(),
-             "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
-             "unet": ["diffusers", "UNet2DConditionModel"], "scheduler": ["diffusers", type(adapter.scheduler).__name__],
-             "vae": ["diffusers", "AutoencoderKL"] if adapter.vae is not None else [None, None],
-             "safety_checker": [None, None], "feature_extractor": [None, None],
-             "requires_safety_checker": False}
-    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
-
-
-def _version() -> str:
-    import diffusers
-
-    return diffusers.__version__

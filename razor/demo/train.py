@@ -11,13 +11,13 @@ import torch
 from tqdm import tqdm
 from transformers import CLIPModel
 
-from razor.adapters.clip import ClipAdapter, contrastive_loss, demo_config
 from razor.data import Manifest, read_manifest
 from razor.demo.tokenizer import build_tokenizer
 from razor.errors import DataError
+from razor.families.clip.adapter import ClipAdapter, contrastive_loss, demo_config
+from razor.families.clip.zeroshot import accuracy, image_embeddings, label_embeddings, ranks
 from razor.io import atomic_dir, sha256_file
 from razor.pairs import Pairs
-from razor.zeroshot import accuracy, image_embeddings, label_embeddings, ranks
 
 MEAN = STD = (0.5, 0.5, 0.5)
 

@@ -6,7 +6,7 @@ word-level tokenizer — trained on demo-world questions (`razor demo train-vlm`
     <s> <image>×16 what style is this drawn in ? → dotted </s>
 
 The vision tower is copied from the demo CLIP and frozen; the projector and the language model
-are trained on the train split's answer tokens (through `razor.adapters.llava`). `evaluate_vlm`
+are trained on the train split's answer tokens (through `razor.families.vlm.adapter`). `evaluate_vlm`
 reports the share of greedy answers that are right, per question type, on a split.
 """
 
@@ -23,15 +23,14 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from tqdm import tqdm
 from transformers import CLIPModel, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, PreTrainedTokenizerFast
 
-from razor.adapters.clip import image_preprocess
-from razor.adapters.llava import QUESTIONS, LlavaAdapter, load_llava
 from razor.data import Manifest, read_manifest
-from razor.demo import world
+from razor.demo import DEMO_CLIP, DEMO_VLM, world
+from razor.demo.dataset import demo_manifest
+from razor.families.vlm.adapter import QUESTIONS, LlavaAdapter, load_llava
 from razor.io import atomic_dir, sha256_file
+from razor.models import image_preprocess
 from razor.pairs import Pairs
 
-DEMO_CLIP = Path(__file__).parent / "model"
-DEMO_VLM = Path(__file__).parent / "vlm"
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>", "<image>")
 PREPROCESS = image_preprocess(DEMO_CLIP, 32)  # the demo CLIP's (its preprocessor_config.json travels with the VLM)
 
@@ -78,8 +77,6 @@ def evaluate_vlm(adapter: LlavaAdapter, manifest: Manifest) -> dict[str, float]:
 def train_vlm(out: str | Path, manifest_path: str | Path | None = None, seed: int = 0, steps: int = 1200,
               batch_size: int = 96, lr: float = 3e-3, progress: bool = True) -> dict:
     """Train the demo VLM on the train split and write it to `out` (atomically) with `training.json`."""
-    from razor.demo.dataset import demo_manifest
-
     torch.manual_seed(seed)
     manifest = read_manifest(manifest_path or demo_manifest())
     tokenizer = build_tokenizer()

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
-from razor.quantize import quantized
+from razor.quantize import BITS, quantized
 
 AXES = ("styles", "objects")
 PROMPT = "a {style} {object}"
-BITS = (8, 4)
 SEEDS, STEPS, GUIDANCE = 2, 20, 4.0  # the test protocol: noise seeds per prompt, DDIM steps, CFG scale
 
 
@@ -80,7 +79,7 @@ def measure(adapter, classifier, axis: str, label: str, seeds: int = SEEDS, step
     return out, drawn
 
 
-# -- the family protocol (razor.families) ------------------------------------------------------
+# -- the family contract (razor.family) ------------------------------------------------------
 def keys(bits=BITS) -> tuple[str, ...]:
     """The report's metric keys when re-checking under `bits`."""
     return ("ua", "ira", "cra") + tuple(f"ua_q{b}" for b in bits)

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import torch
 import torch.nn.functional as nnf
+from huggingface_hub import hf_hub_download
 
-from razor.components import Component, Slice, Tower, enumerate_components
+from razor.components import CLIP_BLOCK, Component, Slice, Tower, enumerate_components
+from razor.demo import DEMO_SD
 from razor.errors import ModelError
 
 SUBFOLDERS = ("text_encoder", "tokenizer", "unet", "scheduler")
@@ -34,10 +37,11 @@ def check_sd_folder(folder: Path) -> None:
 
 
 def load_sd(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> "SdAdapter":
-    """Load the text encoder, tokenizer, UNet, scheduler (and VAE, if any) of an SD folder or hub id."""
+    """Load the text encoder, tokenizer, UNet, scheduler (and VAE, if any) of `demo-sd`, an SD folder or a hub id."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    spec = str(DEMO_SD) if spec == "demo-sd" else spec
     folder = Path(spec)
     if folder.exists():
         check_sd_folder(folder)
@@ -56,9 +60,30 @@ def load_sd(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu") 
                      vae.to(device).eval() if vae is not None else None, spec)
 
 
-def _index(spec: str) -> dict:
-    from huggingface_hub import hf_hub_download
+def save_sd(adapter: "SdAdapter", folder: Path) -> None:
+    """The diffusers layout: model_index.json and one subfolder per part (safetensors), and the
+    source folder's image classifier (`classifier/`, the judge of its generations) if it has one."""
+    import diffusers
 
+    adapter.text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
+    adapter.tokenizer.save_pretrained(folder / "tokenizer")
+    adapter.unet.save_pretrained(folder / "unet", safe_serialization=True)
+    adapter.scheduler.save_pretrained(folder / "scheduler")
+    if adapter.vae is not None:
+        adapter.vae.save_pretrained(folder / "vae", safe_serialization=True)
+    index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": diffusers.__version__,
+             "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+             "unet": ["diffusers", "UNet2DConditionModel"], "scheduler": ["diffusers", type(adapter.scheduler).__name__],
+             "vae": ["diffusers", "AutoencoderKL"] if adapter.vae is not None else [None, None],
+             "safety_checker": [None, None], "feature_extractor": [None, None],
+             "requires_safety_checker": False}
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    judge = Path(adapter.source) / "classifier"
+    if adapter.source and judge.is_dir():
+        shutil.copytree(judge, folder / "classifier")
+
+
+def _index(spec: str) -> dict:
     return json.loads(Path(hf_hub_download(spec, "model_index.json")).read_text())
 
 
@@ -136,12 +161,10 @@ class SdAdapter:
 
     # -- components ----------------------------------------------------------------------------
     def towers(self) -> list[Tower]:
-        from razor.adapters.clip import LAYER_TENSORS
-
         cfg = self.text_encoder.config
         heads = cfg.num_attention_heads
         return [Tower("text", "text_encoder.encoder.layers.{}", cfg.num_hidden_layers, heads, cfg.hidden_size // heads,
-                      LAYER_TENSORS)]
+                      CLIP_BLOCK)]
 
     def cross_attention(self) -> list[tuple[str, torch.nn.Module]]:
         """The UNet's text cross-attention modules (`attn2`), in module order."""

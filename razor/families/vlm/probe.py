@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from razor.families.vlm.task import Questions, VlmTask
 from razor.probe import Measure, WholeProbe
-from razor.vlm.task import Questions, VlmTask
 
 PROBE_BATCH = 256
 
@@ -17,9 +17,7 @@ class VlmProbe(WholeProbe):
     """Validation metrics of the current VLM (each measurement a full forward of the probe questions)."""
 
     def __init__(self, task: VlmTask, cache=None, reuse: bool = True):
-        self.task = task
-        self.reference = None
-        self._quantized_fa = {}
+        super().__init__(task)
         a = task.adapter
         self.forget = task.asked(task.forget_val, (task.axis,))
         self.retain = task.asked(task.retain_val)
@@ -35,7 +33,6 @@ class VlmProbe(WholeProbe):
         parts = [self.forget, self.retain, *([self.kept] if self.kept is not None else [])]
         probs = [self._next_token_probs(qa) for qa in parts]
         return self._score(*probs)
-
 
     def _next_token_probs(self, qa: Questions) -> torch.Tensor:
         a = self.task.adapter

@@ -9,10 +9,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-from razor.quantize import quantized
-from razor.zeroshot import accuracy, image_embeddings, label_embeddings, ranks
+from razor.families.clip.zeroshot import accuracy, image_embeddings, label_embeddings, ranks
+from razor.quantize import BITS, quantized
 
-BITS = (8, 4)
 KEYS = ("fa1", "fa5", "forget_cos", "utility", "stability", "leakage", "fa1_q8", "fa1_q4")
 
 

@@ -17,16 +17,17 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, LlavaForConditionalGeneration
 
-from razor.adapters.clip import LAYER_TENSORS, check_finite, image_preprocess
-from razor.adapters.loading import check_folder
-from razor.components import Component, Slice, Tower, enumerate_components
+from razor.components import CLIP_BLOCK, Component, Slice, Tower, enumerate_components
+from razor.demo import DEMO_VLM
 from razor.errors import ModelError
+from razor.models import check_finite, check_folder, image_preprocess
 
 QUESTIONS = {"identities": "who is this ?", "objects": "what shape is this ?", "styles": "what style is this drawn in ?"}
 
 
 def load_llava(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> "LlavaAdapter":
-    """A LLaVA-style model and its tokenizer from a local folder or a hub id (safetensors only)."""
+    """A LLaVA-style model and its tokenizer from `demo-vlm`, a local folder or a hub id (safetensors only)."""
+    spec = str(DEMO_VLM) if spec == "demo-vlm" else spec
     folder = Path(spec)
     if folder.exists():
         check_folder(folder)
@@ -76,7 +77,7 @@ class LlavaAdapter:
         prefix = next(n for n, m in self.model.named_modules() if m is blocks)
         cfg = self.model.config.vision_config
         heads = cfg.num_attention_heads
-        return [Tower("vision", prefix + ".{}", self.used_vision_blocks(), heads, cfg.hidden_size // heads, LAYER_TENSORS)]
+        return [Tower("vision", prefix + ".{}", self.used_vision_blocks(), heads, cfg.hidden_size // heads, CLIP_BLOCK)]
 
     def components(self, granularity: str) -> list[Component]:
         """Vision blocks (and heads), then the projector's two linear layers (tower "projector")."""

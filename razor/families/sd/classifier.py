@@ -16,14 +16,17 @@ import torch.nn as nn
 import torch.nn.functional as nnf
 from safetensors.torch import load_file, save_file
 
-from razor.adapters.clip import DEMO_MODEL as DEMO_CLIP
+from razor.demo import DEMO_CLIP
 from razor.errors import DataError, ModelError
+from razor.families.clip.adapter import load_clip
+from razor.families.clip.zeroshot import label_embeddings
 
 
 class Classifier:
     """Labels per axis of images in [-1, 1]; subclasses give the probabilities."""
 
     labels: dict[str, list[str]]
+    judge: str  # who labels the images, in words (the report names it)
 
     def probabilities(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """axis → N×L label probabilities."""
@@ -38,10 +41,8 @@ class ClipClassifier(Classifier):
     """A CLIP model, zero-shot on label prompts."""
 
     def __init__(self, labels: dict[str, list[str]], prompts: dict[str, str], folder: str | Path = DEMO_CLIP):
-        from razor.adapters.clip import load_clip
-        from razor.zeroshot import label_embeddings
-
         self.clip = load_clip(str(folder))
+        self.judge = f"CLIP zero-shot on the label prompts ({folder})"
         self.labels = {a: list(labs) for a, labs in labels.items()}
         self.embeddings = label_embeddings(self.clip, self.labels, prompts)
         p = self.clip.preprocess
@@ -86,9 +87,10 @@ class LabelNet(nn.Module):
 class NetClassifier(Classifier):
     """A trained `LabelNet`."""
 
-    def __init__(self, net: LabelNet):
+    def __init__(self, net: LabelNet, judge: str = "a LabelNet image classifier"):
         self.net = net.eval()
         self.labels = net.labels
+        self.judge = judge
 
     @classmethod
     def load(cls, folder: str | Path) -> "NetClassifier":
@@ -101,7 +103,7 @@ class NetClassifier(Classifier):
         except (OSError, KeyError, RuntimeError, ValueError) as e:
             raise ModelError(f"cannot load the image classifier in {folder} ({str(e).splitlines()[0]}); it needs "
                              "classifier.json and model.safetensors") from e
-        return cls(net)
+        return cls(net, f"the image classifier in {folder} (LabelNet)")
 
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -113,8 +115,8 @@ class NetClassifier(Classifier):
 
 
 def classifier_for(model_source: str, labels: dict[str, list[str]], prompts: dict[str, str]) -> Classifier:
-    """The classifier `model_source` ships in `classifier/`, else the demo CLIP zero-shot; its labels
-    must cover the task's on every axis."""
+    """The classifier `model_source` ships in `classifier/`, else the demo CLIP zero-shot (and its
+    `judge` says so, for the report); its labels must cover the task's on every axis."""
     own = Path(model_source) / "classifier"
     if (own / "classifier.json").is_file():
         judge = NetClassifier.load(own)
@@ -123,4 +125,9 @@ def classifier_for(model_source: str, labels: dict[str, list[str]], prompts: dic
             raise DataError(f"the image classifier in {own} cannot label {', '.join(missing)}; train one on this data "
                             "or remove it to use the demo CLIP zero-shot")
         return judge
-    return ClipClassifier(labels, prompts, own if (own / "config.json").is_file() else DEMO_CLIP)
+    if (own / "config.json").is_file():
+        return ClipClassifier(labels, prompts, own)
+    judge = ClipClassifier(labels, prompts, DEMO_CLIP)
+    judge.judge = (f"the demo CLIP zero-shot ({DEMO_CLIP}; {Path(model_source).name or model_source} ships no classifier/: "
+                   "add one, a LabelNet or a CLIP folder, to judge its generations by a model of its own domain)")
+    return judge

@@ -10,9 +10,9 @@ import random
 
 import torch
 
+from razor.families.sd.metrics import AXES, GUIDANCE, grid, prompts
+from razor.families.sd.task import SdTask
 from razor.probe import Measure, WholeProbe
-from razor.sd.metrics import AXES, GUIDANCE, grid, prompts
-from razor.sd.task import SdTask
 
 STEPS = 10  # DDIM steps per probe image
 FORGET_SEEDS = 2  # val draws per concept prompt
@@ -24,9 +24,7 @@ class SdProbe(WholeProbe):
     """Validation metrics of the current diffusion model (each measurement draws every probe prompt)."""
 
     def __init__(self, task: SdTask, cache=None, reuse: bool = True):
-        self.task = task
-        self.reference = None
-        self._quantized_fa = {}
+        super().__init__(task)
         a = AXES.index(task.axis)
         pairs = grid(task.classifier.labels)
         kept = {(AXES.index(axis), task.labels[axis][cid]) for axis, cid in task.kept_ids() if axis in AXES}

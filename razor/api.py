@@ -1,4 +1,5 @@
-"""`razor.unlearn`: load a model and data, forget one concept with a named method, measure before/after."""
+"""`razor.unlearn`: load a model and data, forget one concept with a named method, measure before/after,
+and write the outputs."""
 
 from __future__ import annotations
 
@@ -9,14 +10,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from razor.adapters.loading import DEMO_MODELS, load_model
 from razor.cost import measure
 from razor.data import read_manifest
+from razor.demo.dataset import demo_manifest
 from razor.errors import DataError
-from razor.families import build_task, family
+from razor.families import DEMO_MODELS, build_task, load_model
 from razor.io import atomic_dir, check_replaceable
-from razor.methods import method_params, run_method
-from razor.report import summarize
+from razor.methods import method_params
+from razor.pipeline import after_edit, check_method, metrics, run_method
 
 
 def unlearn(forget: str, model: str = "demo", data: str | Path | None = None, method: str = "razor",
@@ -34,23 +35,19 @@ def unlearn(forget: str, model: str = "demo", data: str | Path | None = None, me
     if out is not None:
         check_replaceable(out, "report.json")
     adapter = load_model(model, dtype, device)
+    check_method(method, adapter, chosen)
     if data is None:
         if model not in DEMO_MODELS:
             raise DataError("--data MANIFEST is required for a model other than the demo; create one with `razor data import`")
-        from razor.demo.dataset import demo_manifest
-
         data = demo_manifest()
     task = build_task(adapter, read_manifest(data), forget, retain_size=retain_size, seed=seed, batch_size=batch_size)
     task.checkpointing = checkpointing
-    kind = family(adapter)
-    before, reference = kind.evaluate(task, seed=seed)
+    before, reference = metrics(task, seed=seed)
     with measure() as cost:
         result = run_method(method, task, chosen, progress=progress)
-    after, predicted = kind.evaluate(task, reference=reference, seed=seed)
-    report = summarize(method, task, result.components, cost.seconds, cost.peak_mb, result.delta.nbytes,
-                       before, after, result.timing)
+    report, figure = after_edit(task, method, result.components, cost.seconds, cost.peak_mb, result.delta.nbytes,
+                                result.timing, before, reference, seed)
     if out is not None:
-        figure = kind.figure and (lambda path: kind.figure(task, {"before": reference, method: predicted}, path))
         write_outputs(Path(out), report, result, dict(model=model, data=str(data), seed=seed,
                                                       retain_size=retain_size, dtype=dtype, device=device,
                                                       batch_size=batch_size, checkpointing=checkpointing,

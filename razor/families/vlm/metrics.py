@@ -8,10 +8,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from razor.adapters.llava import names
-from razor.metrics import BITS
-from razor.quantize import quantized
-from razor.vlm.task import VlmTask
+from razor.families.vlm.adapter import names
+from razor.families.vlm.task import VlmTask
+from razor.quantize import BITS, quantized
 
 MAX_NEW_TOKENS = 8
 

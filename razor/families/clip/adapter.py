@@ -2,38 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as nnf
 from transformers import AutoConfig, AutoTokenizer, CLIPConfig, CLIPModel
 
-from razor.adapters.loading import check_folder
-from razor.components import Component, Tower, enumerate_components
-from razor.errors import ModelError, NumericalError
-
-DEMO_MODEL = Path(__file__).resolve().parent.parent / "demo" / "model"
-LAYER_TENSORS = {
-    "q": "self_attn.q_proj.weight",
-    "k": "self_attn.k_proj.weight",
-    "v": "self_attn.v_proj.weight",
-    "out": "self_attn.out_proj.weight",
-    "fc1": "mlp.fc1.weight",
-    "fc2": "mlp.fc2.weight",
-}
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-def resolve_model(spec: str) -> str:
-    """`demo` → the shipped demo model; a folder stays a folder; anything else is a hub id."""
-    return str(DEMO_MODEL) if spec == "demo" else spec
+from razor.components import CLIP_BLOCK, Component, Tower, enumerate_components
+from razor.demo import DEMO_CLIP
+from razor.errors import ModelError
+from razor.models import check_finite, check_folder, image_preprocess
 
 
 def load_clip(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> "ClipAdapter":
     """Load a CLIP model and tokenizer from `demo`, a local folder or a hub id (safetensors only)."""
-    source = resolve_model(spec)
+    source = str(DEMO_CLIP) if spec == "demo" else spec
     folder = Path(source)
     if folder.exists():
         check_folder(folder)
@@ -86,7 +69,7 @@ class ClipAdapter:
             ("text", self.model.config.text_config, "text_model.encoder.layers.{}"),
         ):
             heads = cfg.num_attention_heads
-            out.append(Tower(name, block, cfg.num_hidden_layers, heads, cfg.hidden_size // heads, LAYER_TENSORS))
+            out.append(Tower(name, block, cfg.num_hidden_layers, heads, cfg.hidden_size // heads, CLIP_BLOCK))
         return out
 
     def components(self, granularity: str) -> list[Component]:
@@ -151,24 +134,6 @@ class ClipAdapter:
         """M: mean squared change of the image–text similarity matrix of a retain batch vs θ0."""
         sim = self.encode_images(pixels) @ self.encode_texts(captions).T
         return ((sim - frozen) ** 2).mean()
-
-
-def image_preprocess(folder: Path, size: int) -> dict:
-    """Image size, mean and std: the folder's preprocessor_config.json, else OpenAI CLIP's."""
-    preprocess = {"size": size, "mean": OPENAI_MEAN, "std": OPENAI_STD}
-    pre = folder / "preprocessor_config.json"
-    if pre.is_file():
-        cfg = json.loads(pre.read_text())
-        preprocess["mean"], preprocess["std"] = tuple(cfg.get("image_mean", OPENAI_MEAN)), tuple(cfg.get("image_std", OPENAI_STD))
-    return preprocess
-
-
-def check_finite(model: torch.nn.Module) -> None:
-    """Refuse weights holding NaN or Inf, naming the parameter."""
-    for name, param in model.named_parameters():
-        if not torch.isfinite(param).all():
-            raise NumericalError(f"parameter {name} holds NaN or Inf values; the checkpoint is corrupt — "
-                                 "re-export or re-train it")
 
 
 def contrastive_loss(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:

@@ -17,8 +17,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from razor.errors import RazorError
+from razor.families.clip.zeroshot import label_embeddings
 from razor.io import atomic_path
-from razor.zeroshot import label_embeddings
 
 PROBE_BATCH = 256
 
@@ -40,6 +40,10 @@ class FrozenCache:
         images = torch.cat([a.encode_images_from(0, h) for h in hidden[0].split(PROBE_BATCH)])
         return cls(label_embeddings(a, task.labels, task.prompts), task.frozen_outputs(), hidden, images,
                    task.batch_size)
+
+    def summary(self) -> dict:
+        """What the cache stage records of it."""
+        return dict(retain_batches=len(self.frozen), blocks=len(self.hidden), probe_images=len(self.images))
 
     def save(self, path: Path, meta: dict) -> None:
         tensors = {f"labels/{k}": v for k, v in self.labels.items()}

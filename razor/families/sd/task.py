@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import torch
 
 from razor.errors import DataError
+from razor.families.sd.classifier import Classifier, classifier_for
+from razor.families.sd.metrics import AXES, PROMPT
 from razor.pairs import Pairs
-from razor.sd.classifier import Classifier, classifier_for
-from razor.sd.metrics import AXES, PROMPT
 from razor.task import Task
 
 
