@@ -14,6 +14,7 @@ from razor.families.clip.probe import ClipProbe as Probe
 from razor.families.clip.task import ClipTask as Task
 
 
+@pytest.mark.slow
 def test_cached_and_uncached_step_search_give_the_same_delta(demo_manifest, tmp_path):
     adapter = load_clip("demo")
     task = Task.build(adapter, read_manifest(demo_manifest), "objects:star", forget_size=128, retain_size=256, eval_size=300)

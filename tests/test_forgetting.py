@@ -6,6 +6,7 @@ import pytest
 from razor import unlearn
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("concept", ["objects:star", "styles:dotted", "identities:hana"])
 def test_razor_forgets_one_concept_and_keeps_the_rest(concept, demo_manifest):
     r = unlearn(concept, model="demo", data=demo_manifest, progress=False)

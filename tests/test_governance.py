@@ -16,7 +16,7 @@ from razor.cli import main
 from razor.families.clip.metrics import forget_and_utility
 from razor.families.clip.task import ClipTask as Task
 from stages.workspace import Workspace
-from tests.workspace import ROOT, make_workspace
+from tests.workspace import ROOT, make_workspace, one_byte_changed
 
 pytestmark = pytest.mark.stack
 
@@ -103,15 +103,9 @@ def test_audit_passes_then_names_a_changed_delta_and_manifest(ws, sequence, tmp_
     assert all(link["components"] and link["base_tensors"] for link in chain)
     for target in (ws.stage_dir("demo-object-star", "edit") / "delta.safetensors",
                    ws.stage_dir("demo-object-star", "curate") / "retain.parquet"):
-        original = target.read_bytes()
-        flipped = bytearray(original)
-        flipped[len(flipped) // 2] ^= 1
-        target.write_bytes(bytes(flipped))
-        try:
+        with one_byte_changed(target):
             out = cli(ws, "audit", MODEL)
-            assert out.exit_code == 1 and "MISMATCH" in out.output and str(target) in out.output, out.output
-        finally:
-            target.write_bytes(original)
+        assert out.exit_code == 1 and "MISMATCH" in out.output and str(target) in out.output, out.output
     assert cli(ws, "audit", MODEL).exit_code == 0
 
 

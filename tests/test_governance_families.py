@@ -16,7 +16,7 @@ from razor.cli import main
 from razor.delta import Delta
 from razor.families import load_model
 from stages.workspace import Workspace
-from tests.workspace import ROOT, make_workspace
+from tests.workspace import ROOT, make_workspace, one_byte_changed
 
 pytestmark = pytest.mark.stack
 
@@ -123,13 +123,7 @@ def test_audit_is_clean_then_names_a_changed_delta(chain, tmp_path):
     links = json.loads((tmp_path / "audit.json").read_text())["chain"]
     assert [link["request"] for link in links] == list(CHAINS[name])
     target = ws.stage_dir(CHAINS[name][0], "edit") / "delta.safetensors"
-    original = target.read_bytes()
-    flipped = bytearray(original)
-    flipped[len(flipped) // 2] ^= 1
-    target.write_bytes(bytes(flipped))
-    try:
+    with one_byte_changed(target):
         out = cli(ws, "audit", name)
-        assert out.exit_code == 1 and "MISMATCH" in out.output and str(target) in out.output, out.output
-    finally:
-        target.write_bytes(original)
+    assert out.exit_code == 1 and "MISMATCH" in out.output and str(target) in out.output, out.output
     assert cli(ws, "audit", name).exit_code == 0

@@ -17,7 +17,7 @@ KEYS = {"fa1", "fa5", "forget_cos", "utility", "stability", "leakage", "fa1_q8",
     ("graddiff", {"max_steps": 4, "eval_every": 2}),
     ("ft", {"max_steps": 2, "eval_every": 2}),
     ("salun", {"max_steps": 4, "eval_every": 2}),
-    ("retrain", {"steps": 15}),
+    pytest.param("retrain", {"steps": 15}, marks=pytest.mark.slow),
 ])
 def test_each_baseline_edits_through_the_common_interface(method, params, demo_manifest):
     r = unlearn("moon", data=demo_manifest, method=method, params=params, progress=False)

@@ -32,6 +32,7 @@ def test_the_clip_architectures_have_openais_sizes():
     assert round(sizes["clip-b32"] / 1e6) == 151 and round(sizes["clip-l14"] / 1e6) == 428
 
 
+@pytest.mark.slow
 def test_a_vit_b32_sized_clip_runs_one_razor_pass_within_3x_its_weights_plus_one_batch():
     """In its own process (glibc's mmap threshold fixed, so resident memory follows live allocations):
     rank over both towers, the probe cache, a step search; peak ≤ 3 × weights + one batch's activations."""
@@ -49,6 +50,7 @@ def test_a_vit_b32_sized_clip_runs_one_razor_pass_within_3x_its_weights_plus_one
     ("sd-1.5", dict(sample_size=8, width=0.1, depth=0.5), "styles:dotted", ("text", "xattn")),
     ("llava-1.5", dict(image_size=56, width=1 / 16, depth=1 / 16), "identities:hana", ("vision", "projector")),
 ])
+@pytest.mark.slow
 def test_a_random_model_of_a_real_layout_loads_from_its_folder_and_runs_a_razor_pass(arch, kw, concept, towers, tmp_path,
                                                                                       demo_manifest):
     adapter = load_model(str(write(arch, tmp_path / arch, **kw)))
@@ -102,6 +104,7 @@ def test_bf16_weights_and_their_gradients(demo_manifest):
     assert g.dtype == torch.bfloat16 and g.norm() > 0
 
 
+@pytest.mark.slow
 def test_razor_unlearn_in_bf16_forgets_and_measures_end_to_end(tmp_path):
     result = CliRunner().invoke(main, ["unlearn", "--forget", "star", "--dtype", "bf16", "--batch-size", "64",
                                        "--gradient-checkpointing", "--out", str(tmp_path / "run"), "--json"])

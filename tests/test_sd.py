@@ -77,6 +77,7 @@ def test_sd_components_cover_text_blocks_heads_and_cross_attention_kv(tiny_sd):
     assert sorted(delta.params) == sorted(s.param for s in head.slices)
 
 
+@pytest.mark.slow
 def test_train_sd_writes_a_loadable_diffusers_folder(demo_manifest, tmp_path):
     out = tmp_path / "sd"
     res = CliRunner().invoke(main, ["demo", "train-sd", "--out", str(out), "--steps", "2", "--classifier-steps", "2"])
@@ -210,6 +211,7 @@ def test_esd_tunes_only_the_cross_attention(tiny_task):
     assert set(result.timing) == {"training", "probes"} and all(v > 0 for v in result.timing.values())
 
 
+@pytest.mark.slow
 def test_razor_unlearn_on_a_diffusion_model_reports_unlearncanvas_metrics(tiny_sd, demo_manifest, tmp_path):
     out = tmp_path / "run"
     args = ["unlearn", "--model", str(tiny_sd), "--data", str(demo_manifest), "--forget", "objects:star",
@@ -240,6 +242,7 @@ def test_diffusion_only_methods_refuse_other_families_and_other_axes(tiny_sd, de
                    retain_size=4, eval_size=4)
 
 
+@pytest.mark.slow
 def test_the_demo_sd_model_draws_prompts_its_classifier_recognises():
     """The committed demo: generations of "a {style} {object}" labelled right ≥ 70% on each axis."""
     from razor.demo import DEMO_SD

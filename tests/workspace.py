@@ -1,6 +1,7 @@
 """A pipeline workspace in a temp folder: a git + DVC repo holding the project's pipeline files.
 The repo is built once per test session (per request set) and copied for each workspace."""
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -52,3 +53,16 @@ def dvc_env() -> dict:
 
 def dvc(path: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=path, capture_output=True, text=True, env=dvc_env())
+
+
+@contextlib.contextmanager
+def one_byte_changed(path: Path):
+    """Within the block, one bit of the file's middle byte is flipped; the file is whole again after."""
+    original = path.read_bytes()
+    changed = bytearray(original)
+    changed[len(changed) // 2] ^= 1
+    path.write_bytes(bytes(changed))
+    try:
+        yield path
+    finally:
+        path.write_bytes(original)
