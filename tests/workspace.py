@@ -18,6 +18,8 @@ def make_workspace(path: Path, params: str | None = None, requests: bool = True)
     """The pipeline copied into `path` as a committed git + DVC repo; optionally with another
     params.yaml (committed too); without `requests`, no request files and an empty `requests:` list."""
     shutil.copytree(_template(requests), path, symlinks=True, dirs_exist_ok=True)
+    if params is not None and not requests:
+        params = _without_requests(params)
     if params is not None and params != (path / "params.yaml").read_text():
         (path / "params.yaml").write_text(params)
         for cmd in (["git", "add", "params.yaml"], ["git", "commit", "-qm", "params"]):
@@ -36,8 +38,7 @@ def _template(requests: bool) -> Path:
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, dst)
         if not requests:
-            text = (path / "params.yaml").read_text()
-            (path / "params.yaml").write_text(text.replace("requests:\n  - demo-object-star\n", "requests: []\n"))
+            (path / "params.yaml").write_text(_without_requests((path / "params.yaml").read_text()))
         (path / ".gitignore").write_text("data/runs/\nmlflow.db\nmlartifacts/\n")
         for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "ci@razor.test"],
                     ["git", "config", "user.name", "razor tests"], ["dvc", "init", "-q"],
@@ -45,6 +46,10 @@ def _template(requests: bool) -> Path:
             subprocess.run(cmd, cwd=path, check=True, capture_output=True, env=dvc_env())
         _TEMPLATES[requests] = path
     return _TEMPLATES[requests]
+
+
+def _without_requests(params: str) -> str:
+    return params.replace("requests:\n  - demo-object-star\n", "requests: []\n")
 
 
 def dvc_env() -> dict:
