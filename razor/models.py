@@ -3,6 +3,7 @@ finite weights, a dtype and a device torch can use."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -26,6 +27,19 @@ def check_folder(folder: Path) -> None:
         pickled = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt*")]
         hint = f" (found pickled {', '.join(pickled)}: refused)" if pickled else ""
         raise ModelError(f"{folder} has no .safetensors weights{hint}; convert the checkpoint to safetensors")
+
+
+@contextlib.contextmanager
+def loading(what: str, spec: str, layout: str = "(config.json, model.safetensors, tokenizer files)"):
+    """Within the block, a library's load error (OSError, ValueError) becomes one line naming the model
+    and the fix."""
+    try:
+        yield
+    except ModelError:
+        raise
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load {what} {spec!r} ({str(e).splitlines()[0]}); pass a local folder {layout} "
+                         "or a hub id that is in the local cache") from e
 
 
 def config_files(spec: str) -> dict[str, dict]:

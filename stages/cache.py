@@ -9,8 +9,9 @@ from stages.workspace import Workspace, main
 
 def run(ws: Workspace, request_id: str) -> None:
     """Run θ0 once and store what the edit stage reuses (cache.safetensors); a baseline reads none."""
-    if ws.method(request_id) != "razor":
-        return ws.skip(request_id, "cache")
+    method = ws.method(request_id)
+    if method != "razor":
+        return ws.skip(request_id, "cache", method)
     _, task = ws.task(request_id)
     info = {}
     with ws.output(request_id, "cache", info) as out:

@@ -10,9 +10,10 @@ from stages.workspace import Workspace, main
 
 def run(ws: Workspace, request_id: str) -> None:
     """Score every candidate component and choose the initial edit set; a baseline ranks nothing."""
-    if ws.method(request_id) != "razor":
-        ws.skip(request_id, "rank")
-        return score_scatter([], [], ws.plot(request_id, "scores.png"), f"{ws.method(request_id)} ranks no components here")
+    method = ws.method(request_id)
+    if method != "razor":
+        ws.skip(request_id, "rank", method)
+        return score_scatter([], [], ws.plot(request_id, "scores.png"), f"{method} ranks no components here")
     req, task = ws.task(request_id)
     p = ws.settings("rank", req, RankParams)
     info = dict(params=p.model_dump(mode="json"))

@@ -134,13 +134,13 @@ class Workspace:
         return detect(self.model_source(spec))
 
     def method(self, request_id: str) -> str:
-        """The method the curated request names."""
+        """The method the curated request names (a missing or unfinished curate is refused)."""
+        self.stage_info(request_id, "curate")
         return json.loads((self.stage_dir(request_id, "curate") / "request.json").read_text())["method"]
 
-    def skip(self, request_id: str, stage: str) -> None:
+    def skip(self, request_id: str, stage: str, method: str) -> None:
         """The stage's result for a method that does not read it: an empty folder saying so."""
-        self.stage_info(request_id, "curate")  # refuses a missing or unfinished curate
-        with self.output(request_id, stage, dict(skipped=f"method {self.method(request_id)} does not read it")):
+        with self.output(request_id, stage, dict(skipped=f"method {method} does not read it")):
             pass
 
     def clear_stale(self, request_id: str, stage: str) -> None:

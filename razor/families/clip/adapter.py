@@ -11,7 +11,7 @@ from transformers import AutoConfig, AutoTokenizer, CLIPConfig, CLIPModel
 from razor.components import CLIP_BLOCK, Component, Tower, enumerate_components
 from razor.demo import DEMO_CLIP
 from razor.errors import ModelError
-from razor.models import check_finite, check_folder, image_preprocess
+from razor.models import check_finite, check_folder, image_preprocess, loading
 
 
 def load_clip(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> "ClipAdapter":
@@ -20,19 +20,12 @@ def load_clip(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu"
     folder = Path(source)
     if folder.exists():
         check_folder(folder)
-    try:
+    with loading("CLIP model", spec):
         kind = AutoConfig.from_pretrained(source).model_type
         if kind != "clip":
             raise ModelError(f"{spec!r} is a {kind!r} model, not CLIP; this adapter edits CLIP checkpoints")
         model = CLIPModel.from_pretrained(source, use_safetensors=True, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError) as e:
-        if isinstance(e, ModelError):
-            raise
-        raise ModelError(
-            f"cannot load CLIP model {spec!r} ({str(e).splitlines()[0]}); pass a local folder "
-            "(config.json, model.safetensors, tokenizer files) or a hub id that is in the local cache"
-        ) from e
     preprocess = image_preprocess(folder, model.config.vision_config.image_size)
     return ClipAdapter(model.to(device).eval(), tokenizer, preprocess, source)
 

@@ -19,8 +19,8 @@ import torch.nn.functional as nnf
 from huggingface_hub import hf_hub_download
 
 from razor.components import CLIP_BLOCK, Component, Slice, Tower, enumerate_components
-from razor.demo import DEMO_SD
 from razor.errors import ModelError
+from razor.models import loading
 
 SUBFOLDERS = ("text_encoder", "tokenizer", "unet", "scheduler")
 
@@ -37,15 +37,14 @@ def check_sd_folder(folder: Path) -> None:
 
 
 def load_sd(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> "SdAdapter":
-    """Load the text encoder, tokenizer, UNet, scheduler (and VAE, if any) of `demo-sd`, an SD folder or a hub id."""
+    """Load the text encoder, tokenizer, UNet, scheduler (and VAE, if any) of an SD folder or a hub id."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    spec = str(DEMO_SD) if spec == "demo-sd" else spec
     folder = Path(spec)
     if folder.exists():
         check_sd_folder(folder)
-    try:
+    with loading("Stable Diffusion model", spec, "in the diffusers layout"):
         text = CLIPTextModel.from_pretrained(spec, subfolder="text_encoder", use_safetensors=True, dtype=dtype)
         tokenizer = CLIPTokenizer.from_pretrained(spec, subfolder="tokenizer")
         unet = UNet2DConditionModel.from_pretrained(spec, subfolder="unet", use_safetensors=True, torch_dtype=dtype,
@@ -53,9 +52,6 @@ def load_sd(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu") 
         scheduler = DDIMScheduler.from_pretrained(spec, subfolder="scheduler")
         has_vae = (folder / "vae").is_dir() if folder.exists() else _index(spec).get("vae", [None])[0] is not None
         vae = AutoencoderKL.from_pretrained(spec, subfolder="vae", use_safetensors=True, torch_dtype=dtype) if has_vae else None
-    except (OSError, ValueError) as e:
-        raise ModelError(f"cannot load Stable Diffusion model {spec!r} ({str(e).splitlines()[0]}); pass a local "
-                         "folder in the diffusers layout or a hub id that is in the local cache") from e
     return SdAdapter(text.to(device).eval(), tokenizer, unet.to(device).eval(), scheduler,
                      vae.to(device).eval() if vae is not None else None, spec)
 

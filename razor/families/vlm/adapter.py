@@ -18,25 +18,20 @@ import torch
 from transformers import AutoTokenizer, LlavaForConditionalGeneration
 
 from razor.components import CLIP_BLOCK, Component, Slice, Tower, enumerate_components
-from razor.demo import DEMO_VLM
 from razor.errors import ModelError
-from razor.models import check_finite, check_folder, image_preprocess
+from razor.models import check_finite, check_folder, image_preprocess, loading
 
 QUESTIONS = {"identities": "who is this ?", "objects": "what shape is this ?", "styles": "what style is this drawn in ?"}
 
 
 def load_llava(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> "LlavaAdapter":
-    """A LLaVA-style model and its tokenizer from `demo-vlm`, a local folder or a hub id (safetensors only)."""
-    spec = str(DEMO_VLM) if spec == "demo-vlm" else spec
+    """A LLaVA-style model and its tokenizer from a local folder or a hub id (safetensors only)."""
     folder = Path(spec)
     if folder.exists():
         check_folder(folder)
-    try:
+    with loading("VLM", spec):
         model = LlavaForConditionalGeneration.from_pretrained(spec, use_safetensors=True, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(spec)
-    except (OSError, ValueError) as e:
-        raise ModelError(f"cannot load VLM {spec!r} ({str(e).splitlines()[0]}); pass a local folder (config.json, "
-                         "model.safetensors, tokenizer files) or a hub id that is in the local cache") from e
     preprocess = image_preprocess(folder, model.config.vision_config.image_size)
     return LlavaAdapter(model.to(device).eval(), tokenizer, preprocess, spec)
 
