@@ -3,6 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 REQUEST ?= data/requests/demo-object-star.yaml
+# pytest-xdist workers (tests/conftest.py gives each its share of the cores)
+WORKERS ?= 2
+PYTEST := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q -n $(WORKERS) --dist loadgroup
 
 .PHONY: setup run test test-fast bench bench-scale bench-sd clean
 
@@ -19,10 +22,10 @@ run: $(STAMP)
 	$(VENV)/bin/razor run $(REQUEST)
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q
+	$(PYTEST) --durations=15
 
 test-fast: $(STAMP)
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q -m "not stack and not slow"
+	$(PYTEST) -m "not stack and not slow"
 
 bench: $(STAMP)
 	$(PY) benchmarks/clip_demo.py

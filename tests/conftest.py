@@ -12,6 +12,8 @@ os.environ["PREFECT_HOME"] = os.path.join(_home, "prefect")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DVC_NO_ANALYTICS"] = "1"
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # workers share the cores: each (and what it starts) computes on its share
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -28,6 +30,8 @@ def _own_mlflow_store():
     one workspace's store never leaks into the next test or a subprocess started from it."""
     yield
     os.environ.pop("MLFLOW_TRACKING_URI", None)
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # workers share the cores: each (and what it starts) computes on its share
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +57,13 @@ def tiny_clip():
     tok = build_tokenizer(world.vocabulary())
     model = CLIPModel(demo_config(len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)).eval()
     return ClipAdapter(model, tok, {"size": 32, "mean": (0.5,) * 3, "std": (0.5,) * 3}, "tiny")
+
+
+def pytest_itemcollected(item):
+    """Under pytest-xdist (`--dist loadgroup`), tests that share a module-scoped fixture go to one
+    worker, so what it builds is built once; each of its params (a family's chain) is a group of its own."""
+    shared = sorted(name for name, defs in item._fixtureinfo.name2fixturedefs.items() if defs[-1].scope == "module")
+    if shared:
+        params = getattr(item, "callspec", None)
+        key = "-".join(str(params.params[n]) for n in shared if params and n in params.params)
+        item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}{'-' + key if key else ''}"))

@@ -22,12 +22,11 @@ from mlflow import MlflowClient
 from razor.data import read_manifest, write_manifest
 from razor.delta import Delta
 from stages.workspace import STAGES
-from tests.workspace import ROOT, make_workspace
+from tests.workspace import ROOT, make_workspace, small_params
 
 pytestmark = pytest.mark.stack
 
-PARAMS = (ROOT / "params.yaml").read_text().replace("forget_size: 256", "forget_size: 64").replace(
-    "retain_size: 512", "retain_size: 128").replace("eval_size: 600", "eval_size: 100")
+PARAMS = small_params()
 REQUESTS = {"scale-star": "object, label: star", "scale-dotted": "style, label: dotted", "scale-hana": "identity, label: hana"}
 
 

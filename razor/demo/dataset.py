@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 from pathlib import Path
@@ -41,7 +42,13 @@ def build(out: str | Path, seed: int = 0, sizes: dict = SIZES) -> Path:
 
 
 def demo_manifest(seed: int = 0) -> Path:
-    """The demo world's manifest in the cache, generated on first use."""
+    """The demo world's manifest in the cache, generated on first use (by one process: others that
+    ask meanwhile wait for it rather than generate and replace it under a reader)."""
     out = cache_dir() / f"demo-world-v4-seed{seed}"
     manifest = out / "manifest.parquet"
-    return manifest if manifest.is_file() else build(out, seed)
+    if manifest.is_file():
+        return manifest
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return manifest if manifest.is_file() else build(out, seed)

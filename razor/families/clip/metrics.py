@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from razor.families.clip.zeroshot import accuracy, image_embeddings, label_embeddings, ranks
 from razor.quantize import BITS, quantized
@@ -98,6 +95,10 @@ def pair_features(task, pairs) -> np.ndarray:
 def leakage(task, seed: int = 0) -> float:
     """Membership-inference leakage: 2·AUC − 1 (floored at 0) of a cross-validated logistic
     regression separating forget items (trained on) from never-trained items of the concept."""
+    from sklearn.linear_model import LogisticRegression  # scikit-learn (and SciPy) load only when measured
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
     members = pair_features(task, task.forget)
     outsiders = np.concatenate([pair_features(task, task.forget_val), pair_features(task, task.forget_test)])
     n = min(len(members), len(outsiders))
