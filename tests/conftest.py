@@ -30,8 +30,6 @@ def _own_mlflow_store():
     one workspace's store never leaks into the next test or a subprocess started from it."""
     yield
     os.environ.pop("MLFLOW_TRACKING_URI", None)
-if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # workers share the cores: each (and what it starts) computes on its share
-    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 
 @pytest.fixture(scope="session")
