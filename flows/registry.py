@@ -20,21 +20,13 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from razor.delta import Delta, tensor_sha256
+from razor.delta import Delta, weights_sha256
 from razor.errors import RazorError
 from razor.families import save_model
 from razor.io import atomic_dir
 from stages.workspace import ORIGIN, Workspace
 
 ALIAS = "production"
-
-
-def weights_sha256(model) -> str:
-    """One hash over every parameter (name, dtype, shape, bytes), independent of file layout."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.named_parameters()):
-        h.update(f"{name}:{tensor_sha256(t)}\n".encode())
-    return h.hexdigest()
 
 
 def registered_name(ws: Workspace, model: str) -> str:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 import time
 from dataclasses import dataclass
 
 import psutil
-import torch
 
 
 @dataclass
@@ -31,7 +31,8 @@ def measure(interval: float = 0.005):
             peak = max(peak, proc.memory_info().rss)
             stop.wait(interval)
 
-    cuda = torch.cuda.is_available()
+    torch = sys.modules.get("torch")  # a block can hold CUDA memory only once torch is loaded
+    cuda = torch is not None and torch.cuda.is_available()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     thread = threading.Thread(target=sample, daemon=True)

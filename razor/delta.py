@@ -28,6 +28,14 @@ def tensor_sha256(t: torch.Tensor) -> str:
     return h.hexdigest()
 
 
+def weights_sha256(model) -> str:
+    """One hash over every parameter (name, dtype, shape, bytes), independent of file layout."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.named_parameters()):
+        h.update(f"{name}:{tensor_sha256(t)}\n".encode())
+    return h.hexdigest()
+
+
 @dataclass
 class Delta:
     """New values for some slices of some parameters, and the hashes that bind them."""

@@ -81,10 +81,12 @@ def step_search(probe: Probe, c: Component, params: dict, direction: dict, base:
         drop = base.retain - m.retain
         met = m.fa <= p.forget_target
         ok = drop <= (p.retain_tolerance if met else partial_budget) + 1e-9 and m.kept_fa <= kept_limit + 1e-9
+        quantized_fa = {}
         if met and ok and p.robust_bits:
-            met = probe.measure_quantized(p.robust_bits).fa <= p.forget_target
+            quantized_fa[p.robust_bits] = probe.measure_quantized(p.robust_bits).fa
+            met = quantized_fa[p.robust_bits] <= p.forget_target
             ok = ok and (met or drop <= partial_budget + 1e-9)
-        tried.append(dict(eta=eta, met=met and ok, ok=ok, measure=m))
+        tried.append(dict(eta=eta, met=met and ok, ok=ok, measure=m, quantized_fa=quantized_fa))
         if met or not ok:
             hi = eta if hi is None else min(hi, eta)
         else:
@@ -238,7 +240,7 @@ def edit(task, p: EditParams, ranking: Ranking, probe: Probe, frozen: list[torch
                 c, eta, _, tried = run()
                 if eta > 0:
                     edited.append(c.name)
-                    probe.refresh(c)
+                    probe.refresh(c, taken=next(t for t in tried if t["eta"] == eta))
             s = score_of[c.name]
             rounds.append(dict(round=r, component=c.name, score=s["score"], importance=s["importance"],
                                cos=s["cos"], eta=eta, probes=len(tried), fa_val=probe.current.fa,

@@ -2,6 +2,10 @@
 the shared machinery. Each family lives in its own folder under `razor/families/` and is
 registered there by one line; nothing outside its folder assumes a family.
 
+A family is declared in its folder's `__init__.py` by what can be known without its model library
+(how it is detected, its towers, methods and demo model); the rest lives in its `parts` module,
+imported the first time a part is asked for, so naming or detecting a family loads no torch.
+
 An adapter (what `load` returns) has `family` (the family's name), `model` (the editable
 `nn.Module`), `source` (where it was loaded from), `preprocess`, `device`, `parameters()`,
 `components(granularity)` (METHOD.md §1) and `blocks()` (what gradient checkpointing recomputes).
@@ -9,9 +13,19 @@ An adapter (what `load` returns) has `family` (the family's name), `model` (the 
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+
+def _part(role: str, doc: str, optional: bool = False) -> property:
+    def get(self):
+        module = importlib.import_module(self.parts)
+        if optional:
+            return getattr(module, role, None)
+        return getattr(module, role)
+    return property(get, doc=doc)
 
 
 @dataclass(frozen=True)
@@ -19,19 +33,22 @@ class Family:
     name: str  # the prefix of its registered models' names ("clip" → clip-demo)
     kind: str  # what it is, in words, for messages
     detects: Callable[[dict], bool]  # {file name: parsed JSON} of a model's config files → is it this family's
-    load: Callable  # (source, torch dtype, device) → adapter
-    save: Callable  # (adapter, folder) → a full model folder that `load` reads back bit for bit
     towers: tuple[str, ...]  # the towers its components live in
     default_towers: tuple[str, ...]  # the candidates when a request names none
     methods: tuple[str, ...]  # the methods that can edit it
     demo: str  # the name of its demo model (`--model demo-sd`)
     demo_folder: Path
-    task: type  # a razor.task.Task subclass: its F, R and M (METHOD.md §6) on the curated sets
-    probe: type  # a razor.probe.Probe subclass: the step search's validation measures
-    cache: type  # the frozen-model cache (build(task), save(path, meta), load(path, task), frozen, summary())
-    evaluate: Callable  # (task, reference=None, seed=0, bits=BITS) → (metrics, predictions) (METHOD.md §7)
-    keys: Callable  # bits → the report's metric keys
-    forget_and_utility: Callable  # task → (forget accuracy, utility) on the held-out items (the gate's checks)
-    figure: Callable | None = None  # (task, {name: predictions}, path) → its own before/after figure
+    parts: str  # the module holding the parts below (razor.families.<name>.parts)
     fixed: tuple[str, ...] = ()  # parameters the fine-tuning baselines leave alone (CLIP: the logit scale)
-    judge: Callable | None = None  # task → who labels its outputs, where that is not the model itself
+
+    load = _part("load", "(source, torch dtype, device) → adapter")
+    save = _part("save", "(adapter, folder) → a full model folder that `load` reads back bit for bit")
+    task = _part("task", "a razor.task.Task subclass: its F, R and M (METHOD.md §6) on the curated sets")
+    probe = _part("probe", "a razor.probe.Probe subclass: the step search's validation measures")
+    cache = _part("cache", "the frozen-model cache (build(task), save(path, meta), load(path, task), frozen, summary())")
+    evaluate = _part("evaluate", "(task, reference=None, seed=0, bits=BITS) → (metrics, predictions) (METHOD.md §7)")
+    keys = _part("keys", "bits → the report's metric keys")
+    forget_and_utility = _part("forget_and_utility",
+                               "task → (forget accuracy, utility) on the held-out items (the gate's checks)")
+    figure = _part("figure", "(task, {name: predictions}, path) → its own before/after figure, or None", optional=True)
+    judge = _part("judge", "task → who labels its outputs where that is not the model itself, or None", optional=True)

@@ -15,6 +15,11 @@ UMASK = os.umask(0)
 os.umask(UMASK)
 
 
+def home() -> Path:
+    """$RAZOR_HOME (default ~/.cache/razor): the demo world, the retrain oracles, the output store."""
+    return Path(os.environ.get("RAZOR_HOME", Path.home() / ".cache" / "razor"))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""

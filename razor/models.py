@@ -1,4 +1,4 @@
-"""What every model folder passes, whatever its family: its config files, safetensors weights only,
+"""What every model folder passes, whatever its family: safetensors weights only,
 finite weights, a dtype and a device torch can use."""
 
 from __future__ import annotations
@@ -9,12 +9,10 @@ import shutil
 from pathlib import Path
 
 import torch
-from huggingface_hub import try_to_load_from_cache
 
 from razor.config import DTYPES
 from razor.errors import ModelError, NumericalError
 
-CONFIG_FILES = ("model_index.json", "config.json")  # a diffusers pipeline's, a transformers model's
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -40,35 +38,6 @@ def loading(what: str, spec: str, layout: str = "(config.json, model.safetensors
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load {what} {spec!r} ({str(e).splitlines()[0]}); pass a local folder {layout} "
                          "or a hub id that is in the local cache") from e
-
-
-def config_files(spec: str) -> dict[str, dict]:
-    """{file name: parsed JSON} of the config files a local folder or a (cached) hub id has —
-    what a family is detected from, without loading any weights."""
-    found = {}
-    for name in CONFIG_FILES:
-        path = Path(spec) / name if Path(spec).exists() else _cached(spec, name)
-        if path is not None and path.is_file():
-            try:
-                found[name] = json.loads(path.read_text())
-            except (OSError, ValueError) as e:
-                raise ModelError(f"cannot read the config of model {spec!r} ({path.name}: {e}); "
-                                 "re-export the model folder") from e
-        if name == "model_index.json" and found:
-            break
-    if not found:
-        raise ModelError(f"cannot read the config of model {spec!r} (no {' or '.join(CONFIG_FILES)}); pass a local "
-                         "folder (config.json, model.safetensors, tokenizer files) or a hub id that is in the local cache")
-    return found
-
-
-def _cached(spec: str, name: str) -> Path | None:
-    """A hub id's file in the local cache, if there (never downloaded here)."""
-    try:
-        found = try_to_load_from_cache(spec, name)
-    except ValueError:  # not a valid repo id (a mistyped path)
-        return None
-    return Path(found) if isinstance(found, str) else None
 
 
 def torch_dtype(name: str):

@@ -37,8 +37,9 @@ class Probe(ABC):
         """Measure the model as it is now; `component` says which part changed since refresh()."""
 
     @abstractmethod
-    def refresh(self, changed: Component | None = None) -> Measure:
-        """Bring what the probe keeps up to date after `changed` was edited (None: anything may have)."""
+    def refresh(self, changed: Component | None = None, taken: dict | None = None) -> Measure:
+        """Bring what the probe keeps up to date after `changed` was edited (None: anything may have);
+        `taken`: the step search's trial at exactly these weights (its `measure`, its `quantized_fa`)."""
 
     @abstractmethod
     def measure_quantized(self, bits: int) -> Measure:
@@ -54,11 +55,14 @@ class Probe(ABC):
 
 
 class WholeProbe(Probe):
-    """A probe whose every measurement runs the whole model (families with nothing to reuse)."""
+    """A probe whose every measurement runs the whole model (families with nothing to reuse): after
+    the step search's accepted step it keeps what that trial measured instead of measuring again."""
 
-    def refresh(self, changed: Component | None = None) -> Measure:
-        self._quantized_fa = {}
-        self.current = self.measure()
+    def refresh(self, changed: Component | None = None, taken: dict | None = None) -> Measure:
+        if taken is None:
+            self._quantized_fa, self.current = {}, self.measure()
+        else:
+            self._quantized_fa, self.current = dict(taken["quantized_fa"]), taken["measure"]
         return self.current
 
     @torch.no_grad()

@@ -17,7 +17,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 import yaml
 from pydantic import ValidationError
 
@@ -175,7 +174,8 @@ def main(stage_fn, stage: str) -> None:
     parser.add_argument("--root", default=".", type=Path, help="workspace root (holds params.yaml and data/)")
     args = parser.parse_args()
     try:
-        torch.manual_seed(0)
+        if "torch" in sys.modules:  # the stage's model code loaded it (curate runs without torch)
+            sys.modules["torch"].manual_seed(0)
         stage_fn(Workspace(args.root.resolve()), args.request_id)
     except RazorError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""Offline test setup: no hub, an empty hub cache, the demo world generated in a temp home."""
+"""Offline test setup: no hub, an empty hub cache, the demo world generated in a temp home, an
+output store (razor.memo) of this session's own, shared by its workers."""
 
 import os
 import tempfile
@@ -12,6 +13,8 @@ os.environ["PREFECT_HOME"] = os.path.join(_home, "prefect")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DVC_NO_ANALYTICS"] = "1"
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+if "PYTEST_XDIST_WORKER" not in os.environ:  # the controller (or a serial run) names it; workers inherit it
+    os.environ["RAZOR_OUTPUTS"] = os.path.join(_home, "outputs")
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:  # workers share the cores: each (and what it starts) computes on its share
     os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
@@ -30,6 +33,8 @@ def _own_mlflow_store():
     one workspace's store never leaks into the next test or a subprocess started from it."""
     yield
     os.environ.pop("MLFLOW_TRACKING_URI", None)
+if "PYTEST_XDIST_WORKER" not in os.environ:  # the controller (or a serial run) names it; workers inherit it
+    os.environ["RAZOR_OUTPUTS"] = os.path.join(_home, "outputs")
 
 
 @pytest.fixture(scope="session")

@@ -150,6 +150,30 @@ def test_unlearncanvas_evaluation_draws_fixed_noise_per_prompt_and_a_grid(tiny_s
     assert (tmp_path / "grid.png").stat().st_size > 1000
 
 
+def test_a_draw_is_read_back_for_the_same_weights_and_inputs_and_made_again_otherwise(tiny_sd, tmp_path, monkeypatch):
+    """The output store (razor.memo): the same weights, prompts and seeds give the stored images bit for bit;
+    changed weights, other seeds, or a damaged entry draw anew; an empty RAZOR_OUTPUTS stores nothing."""
+    monkeypatch.setenv("RAZOR_OUTPUTS", str(tmp_path / "outputs"))
+    adapter = load_model(str(tiny_sd))
+    prompts, seeds = ["a dotted star", "a noisy circle"], [3, 4]
+    fresh = adapter.generate(prompts, seeds, 2)
+    stored = adapter.generate(prompts, seeds, 2, remember=True)
+    entries = sorted((tmp_path / "outputs").rglob("*.safetensors"))
+    assert torch.equal(stored, fresh) and len(entries) == 1
+    assert torch.equal(adapter.generate(prompts, seeds, 2, remember=True), fresh)  # read back
+    entries[0].write_bytes(entries[0].read_bytes()[:40])  # damaged: drawn again, and stored whole
+    assert torch.equal(adapter.generate(prompts, seeds, 2, remember=True), fresh)
+    assert not torch.equal(adapter.generate(prompts, [3, 5], 2, remember=True), fresh)  # other noise: another entry
+    with torch.no_grad():
+        adapter.unet.conv_out.bias.add_(0.5)
+    edited = adapter.generate(prompts, seeds, 2, remember=True)
+    assert not torch.equal(edited, fresh) and torch.equal(edited, adapter.generate(prompts, seeds, 2))
+    assert len(list((tmp_path / "outputs").rglob("*.safetensors"))) == 3
+    monkeypatch.setenv("RAZOR_OUTPUTS", "")
+    adapter.generate(prompts, [7, 8], 2, remember=True)
+    assert len(list((tmp_path / "outputs").rglob("*.safetensors"))) == 3
+
+
 @pytest.fixture
 def tiny_task(tiny_sd, demo_manifest):
     """Forget styles:dotted from the tiny random SD model, on a few demo-world items."""

@@ -92,3 +92,28 @@ def test_clip_only_methods_are_refused_on_a_vlm_before_any_work(demo_manifest):
     with pytest.raises(RazorError, match="method salun does not edit LLaVA-style VLM models; "
                                          "choose one of razor, slug, ga, graddiff, ft$"):
         run_method("salun", task, method_params("salun"))
+
+
+def test_answers_are_read_back_for_the_same_weights_and_questions_only(demo_manifest, tmp_path, monkeypatch):
+    """The output store (razor.memo) on a VLM: the same weights asked the same gives the stored answers;
+    changed weights answer anew."""
+    import torch
+
+    from razor.demo.vlm import PREPROCESS
+    from razor.pairs import Pairs
+
+    monkeypatch.setenv("RAZOR_OUTPUTS", str(tmp_path / "outputs"))
+    adapter = load_demo_vlm()
+    pixels = Pairs.load(read_manifest(demo_manifest).split("test"), PREPROCESS).pixels[-6:]
+    questions = [QUESTIONS["identities"]] * 6
+    fresh = adapter.generate(pixels, questions)
+
+    def stored() -> int:
+        return len(list((tmp_path / "outputs").rglob("*.safetensors")))
+
+    assert adapter.generate(pixels, questions, remember=True) == fresh and stored() == 1
+    assert adapter.generate(pixels, questions, remember=True) == fresh and stored() == 1
+    with torch.no_grad():
+        for p in adapter.model.model.multi_modal_projector.parameters():
+            p.mul_(-1)
+    assert adapter.generate(pixels, questions, remember=True) == adapter.generate(pixels, questions) and stored() == 2

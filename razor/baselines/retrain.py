@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from razor.config import RetrainParams
 from razor.delta import Delta
-from razor.demo.dataset import cache_dir
+from razor.io import home
 from razor.demo.train import train
 from razor.editing import EditResult
 from razor.errors import ModelError
@@ -27,7 +27,7 @@ def retrain_edit(task, p: RetrainParams, progress: bool = True) -> EditResult:
         )
     exclude = f"{task.axis}:{task.label}"
     key = hashlib.sha256(f"{sha256_file(task.manifest_path)}|{exclude}|{p.steps}|{p.seed}".encode()).hexdigest()[:16]
-    out = cache_dir() / "oracles" / key
+    out = home() / "oracles" / key
     if not (out / "model.safetensors").is_file():
         train(task.manifest_path, out, exclude=exclude, seed=p.seed, steps=p.steps, progress=progress)
     state = load_file(str(out / "model.safetensors"))

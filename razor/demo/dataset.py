@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
 from pathlib import Path
 
 from tqdm import tqdm
 
 from razor.data import write_manifest
 from razor.demo import world
-from razor.io import atomic_dir
+from razor.io import atomic_dir, home
 
 SIZES = {"train": (120, 600), "val": (8, 50), "test": (8, 50)}  # (shapes per object×style, faces per identity)
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("RAZOR_HOME", Path.home() / ".cache" / "razor"))
 
 
 def build(out: str | Path, seed: int = 0, sizes: dict = SIZES) -> Path:
@@ -44,7 +39,7 @@ def build(out: str | Path, seed: int = 0, sizes: dict = SIZES) -> Path:
 def demo_manifest(seed: int = 0) -> Path:
     """The demo world's manifest in the cache, generated on first use (by one process: others that
     ask meanwhile wait for it rather than generate and replace it under a reader)."""
-    out = cache_dir() / f"demo-world-v4-seed{seed}"
+    out = home() / f"demo-world-v4-seed{seed}"
     manifest = out / "manifest.parquet"
     if manifest.is_file():
         return manifest

@@ -1,6 +1,6 @@
 """The registry of model families (the contract: `razor/family.py`): one folder and one line each.
 A model is detected by its config files, loaded by its family, and every shared part asks the
-family of an adapter (`of`) for what differs."""
+family of an adapter (`of`) for what differs. Importing the registry loads no model library."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from razor.errors import ModelError
 from razor.families import clip, sd, vlm
 from razor.family import Family
-from razor.models import check_device, config_files, torch_dtype
+from razor.model_config import config_files
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     clip.FAMILY,
@@ -45,9 +45,10 @@ def source(spec: str) -> str:
 def load_model(spec: str, dtype: str = "fp32", device: str = "cpu"):
     """A demo model's name, a local folder or a hub id → its family's adapter, the weights in `dtype`
     (fp32 / fp16 / bf16) on `device` (cpu, cuda, cuda:N)."""
+    from razor.models import check_device, torch_dtype  # torch, only once a model is loaded
+
     check_device(device)
-    dtype = torch_dtype(dtype)
-    return detect(spec).load(source(spec), dtype, device)
+    return detect(spec).load(source(spec), torch_dtype(dtype), device)
 
 
 def save_model(adapter, folder: Path) -> None:

@@ -32,8 +32,9 @@ class ClipProbe(Probe):
             self.refresh()
 
     @torch.no_grad()
-    def refresh(self, changed: Component | None = None) -> Measure:
-        """Bring the kept states up to date after `changed` was edited (None: anything may have)."""
+    def refresh(self, changed: Component | None = None, taken: dict | None = None) -> Measure:
+        """Bring the kept states up to date after `changed` was edited (None: anything may have) and
+        measure from them (`taken` is not reused: the step search measured on other states)."""
         self._quantized_fa = {}
         if not self.reuse:
             self.current = self.measure()

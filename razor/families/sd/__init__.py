@@ -3,12 +3,7 @@ UNet's cross-attention, F (noise or embedding) / R / M on noised images, a probe
 DDIM images, and UnlearnCanvas UA / IRA / CRA judged by a classifier no edit touches (METHOD.md §6–7)."""
 
 from razor.demo import DEMO_SD
-from razor.families.sd import metrics
-from razor.families.sd.adapter import load_sd, save_sd
-from razor.families.sd.probe import SdProbe
-from razor.families.sd.task import SdTask
 from razor.family import Family
-from razor.output_cache import OutputCache
 
 
 def detects(files: dict) -> bool:
@@ -19,11 +14,8 @@ def detects(files: dict) -> bool:
 
 FAMILY = Family(
     name="sd", kind="Stable Diffusion",
-    detects=detects, load=load_sd, save=save_sd,
+    detects=detects,
     towers=("text", "xattn"), default_towers=("text", "xattn"),
     methods=("razor", "slug", "ga", "graddiff", "ft", "esd", "uce"),
-    demo="demo-sd", demo_folder=DEMO_SD,
-    task=SdTask, probe=SdProbe, cache=OutputCache,
-    evaluate=metrics.evaluate, keys=metrics.keys, forget_and_utility=metrics.forget_and_utility,
-    figure=metrics.figure, judge=lambda task: task.classifier.judge,
+    demo="demo-sd", demo_folder=DEMO_SD, parts="razor.families.sd.parts",
 )

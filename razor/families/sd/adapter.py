@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as nnf
 from huggingface_hub import hf_hub_download
 
+from razor import memo
 from razor.components import CLIP_BLOCK, Component, Slice, Tower, enumerate_components
 from razor.errors import ModelError
 from razor.models import loading
@@ -214,22 +215,36 @@ class SdAdapter:
 
     @torch.no_grad()
     def generate(self, prompts: list[str], seeds: list[int], steps: int = 20, guidance: float = 4.0,
-                 batch_size: int = 128) -> torch.Tensor:
-        """Images in [-1, 1] (N×3×H×W) by DDIM with classifier-free guidance, one seed per prompt."""
+                 batch_size: int = 128, remember: bool = False) -> torch.Tensor:
+        """Images in [-1, 1] (N×3×H×W) by DDIM with classifier-free guidance, one seed per prompt;
+        `remember`: read each batch back from the output store (razor.memo) when these weights drew
+        it before from the same text states and noise."""
+        weights = memo.weights_key([self.unet] + ([self.vae] if self.vae is not None else [])) if remember else None
         out = []
         for s in range(0, len(prompts), batch_size):
-            out.append(self._sample(prompts[s:s + batch_size], seeds[s:s + batch_size], steps, guidance))
+            out.append(self._sample(prompts[s:s + batch_size], seeds[s:s + batch_size], steps, guidance, weights))
         return torch.cat(out)
 
-    def _sample(self, prompts: list[str], seeds: list[int], steps: int, guidance: float) -> torch.Tensor:
+    def _sample(self, prompts: list[str], seeds: list[int], steps: int, guidance: float,
+                weights: str | None = None) -> torch.Tensor:
+        """One batch; `weights` (the UNet's and VAE's memo.weights_key; the text encoder is in the
+        text states): read back from the output store when it was drawn before."""
         from diffusers import DDIMScheduler
 
         sched = DDIMScheduler.from_config(self.scheduler.config)
         sched.set_timesteps(steps)
         cond, uncond = self.encode(prompts), self.encode([""] * len(prompts))
         z = self.noise(seeds) * sched.init_noise_sigma
-        for t in sched.timesteps:
-            tt = t.expand(len(prompts)).to(self.device)
-            e_c, e_u = self.eps(torch.cat([z, z]), torch.cat([tt, tt]), torch.cat([cond, uncond])).chunk(2)
-            z = sched.step(e_u + guidance * (e_c - e_u), t, z).prev_sample
-        return self.from_latents(z)
+
+        def denoise() -> torch.Tensor:
+            x = z
+            for t in sched.timesteps:
+                tt = t.expand(len(prompts)).to(self.device)
+                e_c, e_u = self.eps(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([cond, uncond])).chunk(2)
+                x = sched.step(e_u + guidance * (e_c - e_u), t, x).prev_sample
+            return self.from_latents(x)
+
+        if weights is None:
+            return denoise()
+        settings = dict(steps=steps, guidance=guidance, scheduler=dict(sched.config), factor=self.factor)
+        return memo.remembered(memo.key(weights, [cond, uncond, z], settings), denoise, self.device)

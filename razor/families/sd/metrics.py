@@ -43,12 +43,13 @@ class Drawn:
 def draw(adapter, classifier, seeds: int = SEEDS, steps: int = STEPS, guidance: float = GUIDANCE,
          only: tuple[str, str] | None = None) -> Drawn:
     """Every (style, object) prompt (`only`: those naming axis:label) drawn with `seeds` noise seeds
-    of its own (1000·prompt + k), fixed across models, so before and after see the same noise."""
+    of its own (1000·prompt + k), fixed across models, so before and after see the same noise; a
+    version drawn before (by the evaluate stage, the gate) is read back from the output store."""
     pairs_all = grid(classifier.labels)
     keep = [i for i, p in enumerate(pairs_all) if only is None or p[AXES.index(only[0])] == only[1]]
     pairs = [pairs_all[i] for i in keep for _ in range(seeds)]
     noise_seeds = [i * 1000 + k for i in keep for k in range(seeds)]
-    images = adapter.generate(prompts(pairs), noise_seeds, steps, guidance)
+    images = adapter.generate(prompts(pairs), noise_seeds, steps, guidance, remember=True)
     return Drawn(pairs, images, classifier(images))
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, LlavaForConditionalGeneration
 
+from razor import memo
 from razor.components import CLIP_BLOCK, Component, Slice, Tower, enumerate_components
 from razor.errors import ModelError
 from razor.models import check_finite, check_folder, image_preprocess, loading
@@ -139,15 +140,26 @@ class LlavaAdapter:
 
     @torch.no_grad()
     def generate(self, pixels: torch.Tensor, questions: list[str], max_new_tokens: int = 8,
-                 batch_size: int = 256) -> list[str]:
-        """Greedy generated answers (decoded, special tokens dropped)."""
+                 batch_size: int = 256, remember: bool = False) -> list[str]:
+        """Greedy generated answers (decoded, special tokens dropped); `remember`: read each batch
+        back from the output store (razor.memo) when these weights answered it before."""
         out = []
         tok = self.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        weights = memo.weights_key([self.model]) if remember else None
         for s in range(0, len(questions), batch_size):
             inputs = self.inputs(questions[s:s + batch_size])
-            ids = self.model.generate(pixel_values=pixels[s:s + batch_size].to(self.device, self.model.dtype), **inputs,
-                                      max_new_tokens=max_new_tokens, do_sample=False,
-                                      pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+            pix = pixels[s:s + batch_size].to(self.device, self.model.dtype)
+
+            def answer() -> torch.Tensor:
+                return self.model.generate(pixel_values=pix, **inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                           pad_token_id=pad)
+
+            if weights is None:
+                ids = answer()
+            else:
+                settings = dict(max_new_tokens=max_new_tokens, pad=pad)
+                ids = memo.remembered(memo.key(weights, [pix, *inputs.values()], settings), answer, self.device)
             out += tok.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
         return [a.strip() for a in out]
 

@@ -1,7 +1,8 @@
 """The VLM protocol (METHOD.md §7): forget accuracy FA (share of generated answers to the concept
 question on held-out forget items that name a forgotten label), utility (accuracy of the
 generated answers on held-out retain items, every question type, averaged over types), and FA
-again after 8-bit and 4-bit weight quantisation."""
+again after 8-bit and 4-bit weight quantisation. Answers these weights gave before (the evaluate
+stage's, the gate's) are read back from the output store (razor.memo)."""
 
 from __future__ import annotations
 
@@ -45,8 +46,8 @@ def _metrics(task: VlmTask) -> tuple[dict, dict]:
     a.model.eval()
     forget = task.asked(task.forget_test, (task.axis,))
     retain = task.asked(task.retain_test)
-    said_forget = a.generate(forget.pixels, forget.questions, MAX_NEW_TOKENS)
-    said_retain = a.generate(retain.pixels, retain.questions, MAX_NEW_TOKENS)
+    said_forget = a.generate(forget.pixels, forget.questions, MAX_NEW_TOKENS, remember=True)
+    said_retain = a.generate(retain.pixels, retain.questions, MAX_NEW_TOKENS, remember=True)
     fa = float(np.mean([any(names(s, t) for t in task.targets) for s in said_forget]))
     right: dict[str, list[bool]] = {}
     for axis, truth, s in zip(retain.axes, retain.answers, said_retain):
