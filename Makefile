@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed-stamp
 REQUEST ?= data/requests/demo-object-star.yaml
 # pytest-xdist workers (tests/conftest.py gives each its share of the cores)
 WORKERS ?= 2
-PYTEST := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q -n $(WORKERS) --dist loadgroup
+PYTEST := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q -n $(WORKERS) --dist loadgroup --no-loadscope-reorder
 
 .PHONY: setup run test test-fast bench bench-scale bench-sd clean
 

@@ -70,3 +70,10 @@ def pytest_itemcollected(item):
         params = getattr(item, "callspec", None)
         key = "-".join(str(params.params[n]) for n in shared if params and n in params.params)
         item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}{'-' + key if key else ''}"))
+
+
+def pytest_collection_modifyitems(items):
+    """The end-to-end runs first, then the other slow ones (their order otherwise kept): with the longest
+    work handed out first (`--no-loadscope-reorder` keeps this order), no worker is left running one
+    long test alone at the end."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("stack") else 1 if item.get_closest_marker("slow") else 2)
