@@ -34,6 +34,7 @@ class EditResult:
     rounds: list[dict] = field(default_factory=list)
     scores: list[dict] = field(default_factory=list)
     timing: dict = field(default_factory=dict)  # seconds per phase, where a method reports them
+    probes: dict = field(default_factory=dict)  # step-search probes run, partial and full-model apart
 
     @property
     def components(self) -> list[str]:
@@ -64,7 +65,13 @@ def step_search(probe: Probe, c: Component, params: dict, direction: dict, base:
     `robust_bits` quantisation) within the whole retain tolerance; otherwise the best forget
     gain − κ·retain loss within this edit's share of what remains. Leaves the model edited
     by the chosen η (0: unchanged). Retain is measured as agreement with θ0's predictions; with
-    `keep_forgotten`, a step that lets an earlier forgotten concept back above the target is out of bounds."""
+    `keep_forgotten`, a step that lets an earlier forgotten concept back above the target is out of bounds.
+
+    The quantised check runs on the first step found to meet the target (where it fails, the
+    search goes above it); below a step that passed, the bracket is narrowed to within 10 % on the
+    unquantised model, and only its smallest met step is checked again (where it fails, the search
+    goes on above it). Where nothing meets the target and a larger step no longer lowers the concept's
+    probability, the search stops: the best trade-off lies below."""
     origin = {n: params[n].detach().clone() for n in c.params}
     start = probe.current
     spent = max(0.0, base.retain - start.retain)
@@ -73,27 +80,42 @@ def step_search(probe: Probe, c: Component, params: dict, direction: dict, base:
     w, d = c.flat(params).norm().item(), c.flat(direction).norm().item()
     if d == 0 or not math.isfinite(d):
         return 0.0, start, []
-    eta = w / d / 10
-    lo, hi, tried = None, None, []
-    for _ in range(p.probes):
-        set_step(c, params, origin, direction, eta)
-        m = probe.measure(c)
-        drop = base.retain - m.retain
-        met = m.fa <= p.forget_target
-        ok = drop <= (p.retain_tolerance if met else partial_budget) + 1e-9 and m.kept_fa <= kept_limit + 1e-9
-        quantized_fa = {}
-        if met and ok and p.robust_bits:
-            quantized_fa[p.robust_bits] = probe.measure_quantized(p.robust_bits).fa
-            met = quantized_fa[p.robust_bits] <= p.forget_target
-            ok = ok and (met or drop <= partial_budget + 1e-9)
-        tried.append(dict(eta=eta, met=met and ok, ok=ok, measure=m, quantized_fa=quantized_fa))
-        if met or not ok:
-            hi = eta if hi is None else min(hi, eta)
-        else:
-            lo = eta if lo is None else max(lo, eta)
-        if lo is not None and hi is not None and hi / lo < 1.1:
-            break  # bracketed to within 10%
-        eta = math.sqrt(lo * hi) if lo is not None and hi is not None else (eta / 2 if hi is not None else eta * 2)
+    tried: list[dict] = []
+
+    def within(m: Measure, budget: float) -> bool:
+        return base.retain - m.retain <= budget + 1e-9 and m.kept_fa <= kept_limit + 1e-9
+
+    def stalled(up: dict | None) -> bool:
+        """Nothing met, and a smaller step left the concept less likely than the largest one within budget."""
+        return (up is not None and not any(t["met"] for t in tried)
+                and any(t["ok"] and t["eta"] < up["eta"] and t["measure"].concept_p <= up["measure"].concept_p for t in tried))
+
+    def robust(t: dict) -> bool:
+        """The quantised check of a met trial; where it fails, the target needs a larger step (within
+        this edit's share, a partial one)."""
+        set_step(c, params, origin, direction, t["eta"])
+        t["quantized_fa"][p.robust_bits] = probe.trial_quantized(p.robust_bits).fa
+        if t["quantized_fa"][p.robust_bits] > p.forget_target:
+            t["met"], t["ok"] = False, within(t["measure"], partial_budget)
+        return t["met"]
+
+    while True:
+        up = max((t for t in tried if t["ok"] and not t["met"]), key=lambda t: t["eta"], default=None)  # needs more
+        down = min((t for t in tried if t["met"] or not t["ok"]), key=lambda t: t["eta"], default=None)  # enough, or too far
+        if len(tried) < p.probes and not (up and down and down["eta"] / up["eta"] < 1.1 or stalled(up)):
+            eta = (math.sqrt(up["eta"] * down["eta"]) if up and down else
+                   down["eta"] / 2 if down else up["eta"] * 2 if up else w / d / 10)
+            set_step(c, params, origin, direction, eta)
+            m = probe.trial(c)
+            met = m.fa <= p.forget_target
+            ok = within(m, p.retain_tolerance if met else partial_budget)
+            tried.append(dict(eta=eta, met=met and ok, ok=ok, measure=m, quantized_fa={}))
+            if tried[-1]["met"] and p.robust_bits and not any(t["met"] and t["quantized_fa"] for t in tried[:-1]):
+                robust(tried[-1])  # the first met step is checked at once: below a failed one, none would pass
+            continue
+        first = min((t for t in tried if t["met"]), key=lambda t: t["eta"], default=None)
+        if first is None or not p.robust_bits or first["quantized_fa"] or robust(first):
+            break
     wins = [t for t in tried if t["met"]]
     if wins:
         best = min(wins, key=lambda t: t["eta"])
@@ -236,16 +258,18 @@ def edit(task, p: EditParams, ranking: Ranking, probe: Probe, frozen: list[torch
         for run in steps:
             if probe.met(p):
                 break
+            counted = dict(probe.counts)
             with timed(timing, "step search"):
                 c, eta, _, tried = run()
                 if eta > 0:
                     edited.append(c.name)
                     probe.refresh(c, taken=next(t for t in tried if t["eta"] == eta))
-            s = score_of[c.name]
-            rounds.append(dict(round=r, component=c.name, score=s["score"], importance=s["importance"],
-                               cos=s["cos"], eta=eta, probes=len(tried), fa_val=probe.current.fa,
-                               concept_p_val=probe.current.concept_p, retain_val=probe.current.retain,
-                               accuracy_val=probe.current.accuracy, kept_fa_val=probe.current.kept_fa, met=probe.met(p)))
+                met = probe.met(p)
+            s, now = score_of[c.name], probe.current
+            rounds.append(dict(round=r, component=c.name, score=s["score"], importance=s["importance"], cos=s["cos"],
+                               eta=eta, **{f"{k}_probes": probe.counts[k] - counted[k] for k in counted}, fa_val=now.fa,
+                               concept_p_val=now.concept_p, retain_val=now.retain, accuracy_val=now.accuracy,
+                               kept_fa_val=now.kept_fa, met=met))
         bar.update(1)
         bar.set_postfix(fa=f"{probe.current.fa:.2f}", retain=f"{probe.current.retain:.3f}")
         if probe.met(p) or (r > 0 and eta == 0):
@@ -253,7 +277,7 @@ def edit(task, p: EditParams, ranking: Ranking, probe: Probe, frozen: list[torch
     bar.close()
     delta = Delta.from_edit(base, params, [comps[n] for n in edited],
                             meta=dict(method="razor", components=edited, base=adapter.source))
-    return EditResult(delta, rounds, ranking.scores, dict(timing))
+    return EditResult(delta, rounds, ranking.scores, dict(timing), dict(probe.counts))
 
 
 def _best_candidate(probe: Probe, candidates: list[Component], params: dict, d: dict[str, dict], m0: Measure,

@@ -63,11 +63,11 @@ def metrics(task, reference=None, seed: int = 0, bits=BITS):
 
 
 def after_edit(task, method: str, components: list[str], seconds: float, peak_mb: float, delta_bytes: int, timing: dict,
-           before: dict, reference, seed: int = 0, bits=BITS):
+               before: dict, reference, seed: int = 0, bits=BITS, probes: dict | None = None):
     """Measure the edited model; (the report, `figure(path)` drawing the family's own before/after
     figure, or None where it has none)."""
     fam = of(task.adapter)
     after, predicted = metrics(task, reference, seed, bits)
-    out = summarize(method, task, components, seconds, peak_mb, delta_bytes, before, after, timing, bits)
+    out = summarize(method, task, components, seconds, peak_mb, delta_bytes, before, after, timing, bits, probes)
     figure = fam.figure and (lambda path: fam.figure(task, {"before": reference, method: predicted}, path))
     return out, figure

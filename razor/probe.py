@@ -23,7 +23,9 @@ class Measure:
 
 class Probe(ABC):
     """Validation metrics of the current model; a family's probe re-runs what an edit can change.
-    Subclasses set `current` (the model as it is now) once they are ready."""
+    Subclasses set `current` (the model as it is now) once they are ready. `counts`: the step
+    search's probes so far, those that re-ran only what the edit changed (partial) apart from those
+    that ran the whole model (full; every quantised check is one)."""
 
     current: Measure
 
@@ -31,6 +33,21 @@ class Probe(ABC):
         self.task = task
         self.reference = None  # θ0's predictions, taken at the first measurement
         self._quantized_fa = {}
+        self.counts = {"partial": 0, "full": 0}
+
+    def partial(self, component: Component | None) -> bool:
+        """Whether measuring after a change of `component` re-runs only part of the model."""
+        return False
+
+    def trial(self, component: Component) -> Measure:
+        """One probe of the step search: `measure(component)`, counted."""
+        self.counts["partial" if self.partial(component) else "full"] += 1
+        return self.measure(component)
+
+    def trial_quantized(self, bits: int) -> Measure:
+        """One quantised probe (the whole model), counted."""
+        self.counts["full"] += 1
+        return self.measure_quantized(bits)
 
     @abstractmethod
     def measure(self, component: Component | None = None) -> Measure:
@@ -50,7 +67,7 @@ class Probe(ABC):
         if self.current.fa > p.forget_target:
             return False
         if p.robust_bits and p.robust_bits not in self._quantized_fa:
-            self._quantized_fa[p.robust_bits] = self.measure_quantized(p.robust_bits).fa
+            self._quantized_fa[p.robust_bits] = self.trial_quantized(p.robust_bits).fa
         return not p.robust_bits or self._quantized_fa[p.robust_bits] <= p.forget_target
 
 

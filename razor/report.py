@@ -16,9 +16,10 @@ NAMES = {"fa1": "FA@1", "fa5": "FA@5", "forget_cos": "forget cosine", "utility":
 
 
 def summarize(method: str, task, components: list[str], seconds: float, peak_mb: float, delta_bytes: int,
-              before: dict, after: dict, timing: dict, bits=BITS) -> dict:
+              before: dict, after: dict, timing: dict, bits=BITS, probes: dict | None = None) -> dict:
     """The report object `razor unlearn --json` prints (with `judge` where a family's outputs are
-    labelled by another model: a diffusion model's image classifier)."""
+    labelled by another model: a diffusion model's image classifier, and `probes` where the method
+    ran a step search: its probes, partial and full-model apart)."""
     fam = of(task.adapter)
     k = fam.keys(bits)
     judge = dict(judge=fam.judge(task)) if fam.judge else {}
@@ -29,6 +30,7 @@ def summarize(method: str, task, components: list[str], seconds: float, peak_mb:
         utility_per_axis=dict(before=before["utility_per_axis"], after=after["utility_per_axis"]),
         quantized=dict(before=before["quantized"], after=after["quantized"]),
         timing={x: round(v, 3) for x, v in timing.items()},
+        **(dict(probes=probes) if probes else {}),
         **judge,
     )
 

@@ -38,7 +38,7 @@ def run(ws: Workspace, request_id: str) -> None:
         with measure() as cost:
             result = pipeline.run_method(req["method"], task, p, progress=progress)
     info = dict(method=req["method"], params=p.model_dump(mode="json"), reuse_cache=reuse, components=result.components,
-                timing={k: round(v, 3) for k, v in result.timing.items()}, seconds=round(cost.seconds, 3),
+                timing={k: round(v, 3) for k, v in result.timing.items()}, probes=result.probes, seconds=round(cost.seconds, 3),
                 peak_mb=round(cost.peak_mb, 1), delta_bytes=result.delta.nbytes)
     with ws.output(request_id, "edit", info) as out:
         result.delta.meta.update(forget=f"{task.axis}:{task.label}", request=request_id, seed=req["seed"])

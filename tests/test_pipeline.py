@@ -11,6 +11,7 @@ import sys
 import time
 
 import mlflow
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.stack
 
 REQUEST = "demo-object-star"
 UNLEARN_KEYS = {"method", "forget", "components", "seconds", "peak_mb", "delta_bytes", "before", "after",
-                "utility_per_axis", "quantized", "timing"}
+                "utility_per_axis", "quantized", "timing", "probes"}
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +66,10 @@ def test_first_run_forgets_and_records_everything(ws, first):
     edit = next(r for r in children if r.info.run_name == "edit")
     rounds = json.loads((ws / "data/runs" / REQUEST / "rounds.json").read_text())
     assert len(c.get_metric_history(edit.info.run_id, "fa_val")) == len(rounds) >= 1
+    logged = pq.read_table(ws / "data/runs" / REQUEST / "edit" / "rounds.parquet").to_pylist()
+    assert {k: sum(r[f"{k}_probes"] for r in logged) for k in ("partial", "full")} == report["probes"]
+    assert report["probes"]["partial"] > 0 and report["probes"]["full"] > 0  # cached probes; quantised checks
+    assert {k: edit.data.metrics[f"probes_{k}"] for k in ("partial", "full")} == report["probes"]
     assert float(edit.data.params["rho"]) == 1.0
     assert {i.dataset.name for i in parent.inputs.dataset_inputs} == {f"{REQUEST}-{n}" for n in ("forget", "retain", "eval")}
     artifacts = {a.path for a in c.list_artifacts(parent.info.run_id)}

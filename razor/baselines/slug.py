@@ -41,4 +41,4 @@ def slug_edit(task, p: SlugParams, progress: bool = True) -> EditResult:
     with torch.no_grad():
         delta = Delta.from_edit(base, params, [comps[n] for n in edited],
                                 meta=dict(method="slug", components=edited, base=adapter.source))
-    return EditResult(delta, tried, scores)
+    return EditResult(delta, tried, scores, probes=dict(probe.counts))

@@ -31,11 +31,15 @@ class ClipProbe(Probe):
         else:
             self.refresh()
 
+    def partial(self, component: Component | None) -> bool:
+        return self.reuse and component is not None
+
     @torch.no_grad()
     def refresh(self, changed: Component | None = None, taken: dict | None = None) -> Measure:
         """Bring the kept states up to date after `changed` was edited (None: anything may have) and
-        measure from them (`taken` is not reused: the step search measured on other states)."""
-        self._quantized_fa = {}
+        measure from them; of `taken` only its quantised FA is kept (the step search measured these
+        weights, but on states from before the edit)."""
+        self._quantized_fa = dict(taken["quantized_fa"]) if taken else {}
         if not self.reuse:
             self.current = self.measure()
             return self.current
