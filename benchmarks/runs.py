@@ -12,6 +12,17 @@ from pathlib import Path
 from typing import Callable
 
 
+def unlearn_json(request: str, method: str, model: str | None = None, params: list[str] = ()) -> dict:
+    """One `razor unlearn --json` process: its report, or {"failed": the error's last line}."""
+    extra = [arg for p in params for arg in ("--param", p)]
+    cmd = [sys.executable, "-m", "razor.cli", "unlearn", *(["--model", model] if model else []), "--forget", request,
+           "--method", method, *extra, "--json"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"failed": (done.stderr.strip().splitlines() or ["(no output)"])[-1]}
+    return json.loads(done.stdout)
+
+
 def run_table(methods: list[str], requests: tuple[str, ...], columns: list[str], row: Callable[[dict], list[str]],
               model: str | None = None, params: Callable[[str, str], list[str]] | None = None) -> list[dict]:
     """Run every method on every request, print a Markdown table row per run, return the reports.
@@ -32,14 +43,10 @@ def run_table(methods: list[str], requests: tuple[str, ...], columns: list[str],
     reports = []
     for request in args.requests.split(","):
         for method in args.methods.split(","):
-            extra = [arg for p in (params(request, method) if params else []) for arg in ("--param", p)]
-            cmd = [sys.executable, "-m", "razor.cli", "unlearn", *(["--model", model] if model else []), "--forget", request,
-                   "--method", method, *extra, "--json"]
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            if done.returncode != 0:
-                print(f"| {request} | {method} | failed: {done.stderr.strip().splitlines()[-1]} |", flush=True)
+            r = unlearn_json(request, method, model, params(request, method) if params else [])
+            if "failed" in r:
+                print(f"| {request} | {method} | failed: {r['failed']} |", flush=True)
                 continue
-            r = json.loads(done.stdout)
             reports.append(r)
             print(f"| {request} | {method} | " + " | ".join(row(r)) + " |", flush=True)
     if args.json:

@@ -57,7 +57,8 @@ class Curated:
             for r in rows:
                 if hashlib.sha256(r["image"]).hexdigest() != r["sha256"]:
                     raise DataError(f"item {r['item_id']!r} changed since its manifest was written; re-import the data")
-            path = write_manifest(rows, folder / f"{name}.parquet", m.axes, m.prompts, labels=m.labels())
+            path = write_manifest(rows, folder / f"{name}.parquet", m.axes, m.prompts, labels=m.labels(),
+                                  templates=m.templates)
             out[name] = hashlib.sha256(path.read_bytes()).hexdigest()
         return out
 
@@ -102,7 +103,7 @@ def curate(manifest: Manifest, concept: str, retain_manifest: Manifest | None = 
     kept_held = [kept(s) for s in ("val", "test")] if earlier else []
     tables = [v.table.select(forget.table.column_names) for v in [*held.values(), *kept_held]]
     evaluation = Manifest(pa.concat_tables(tables), manifest.root, manifest.axes, manifest.prompts, manifest.path,
-                          manifest.labels())
+                          manifest.labels(), manifest.templates)
     vocabulary = manifest.labels()
     return Curated(axis, label, dataclasses.replace(forget, vocabulary=vocabulary),
                    dataclasses.replace(retain, vocabulary=vocabulary), evaluation, tuple(forgotten),

@@ -2,7 +2,8 @@
 
 Required columns: item_id, path, label, caption, split, sha256. A manifest may carry several
 label axes (the demo world has objects, styles, identities): each axis is a column named in
-the schema metadata `razor.axes`, with the prompt template of each axis in `razor.prompts`.
+the schema metadata `razor.axes`, with the prompt template of each axis in `razor.prompts` and,
+optionally, the wordings F optimises over and held-out wordings in `razor.templates` (razor.templates).
 Without them the manifest has one axis, `label`, prompted as "a photo of a {}". Paths are
 relative to the data root, `razor.root` (relative to the manifest's folder; default ".").
 A curated manifest embeds each image's bytes in an `image` column (the sha256 is theirs) and
@@ -28,6 +29,7 @@ from PIL import Image, UnidentifiedImageError
 
 from razor.errors import DataError, LabelError
 from razor.io import atomic_path, sha256_file
+from razor.templates import problem
 
 REQUIRED = ("item_id", "path", "label", "caption", "split", "sha256")
 SPLITS = ("train", "val", "test")
@@ -46,6 +48,7 @@ class Manifest:
     prompts: dict[str, str]
     path: Path | None = None  # the Parquet file it was read from
     vocabulary: dict[str, list[str]] | None = None  # razor.labels: the labels of the source dataset
+    templates: dict = dataclasses.field(default_factory=dict)  # razor.templates: axis → forget / heldout wordings
 
     def __len__(self) -> int:
         return self.table.num_rows
@@ -132,6 +135,7 @@ def _metadata(table: pa.Table, path: Path):
         prompts = json.loads(meta[b"razor.prompts"]) if b"razor.prompts" in meta else {}
         root = meta.get(b"razor.root", b".").decode()
         vocabulary = json.loads(meta[b"razor.labels"]) if b"razor.labels" in meta else None
+        templates = json.loads(meta[b"razor.templates"]) if b"razor.templates" in meta else {}
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"manifest {path} has unreadable razor metadata ({e}); {fix}") from e
     if not (isinstance(axes, list) and axes and all(isinstance(a, str) and a for a in axes) and len(set(axes)) == len(axes)):
@@ -142,7 +146,9 @@ def _metadata(table: pa.Table, path: Path):
     if vocabulary is not None and not (isinstance(vocabulary, dict) and all(
             isinstance(vocabulary.get(a), list) and all(isinstance(x, str) for x in vocabulary[a]) for a in axes)):
         raise DataError(f"manifest {path}: razor.labels must list the labels of every axis; {fix}")
-    return tuple(axes), {a: prompts.get(a, DEFAULT_PROMPT) for a in axes}, root, vocabulary
+    if (wrong := problem(templates, tuple(axes))) is not None:
+        raise DataError(f"manifest {path}: {wrong}; {fix}")
+    return tuple(axes), {a: prompts.get(a, DEFAULT_PROMPT) for a in axes}, root, vocabulary, templates
 
 
 def read_manifest(path: str | Path, verify: bool = True) -> Manifest:
@@ -157,7 +163,7 @@ def read_manifest(path: str | Path, verify: bool = True) -> Manifest:
     missing = [c for c in REQUIRED if c not in table.column_names]
     if missing:
         raise DataError(f"manifest {path} lacks columns {', '.join(missing)}; it needs {', '.join(REQUIRED)}")
-    axes, prompts, root, vocabulary = _metadata(table, path)
+    axes, prompts, root, vocabulary, templates = _metadata(table, path)
     absent = [a for a in axes if a not in table.column_names]
     if absent:
         raise DataError(f"manifest {path} names axes {', '.join(absent)} in its metadata but has no such columns")
@@ -173,7 +179,7 @@ def read_manifest(path: str | Path, verify: bool = True) -> Manifest:
         raise DataError(f"manifest {path}: column 'image' must hold encoded image bytes (binary)")
     if table.num_rows == 0:
         raise DataError(f"manifest {path} is empty; it needs at least one image per label")
-    manifest = Manifest(table, (path.parent / root).resolve(), axes, prompts, path.resolve(), vocabulary)
+    manifest = Manifest(table, (path.parent / root).resolve(), axes, prompts, path.resolve(), vocabulary, templates)
     ids = table.column("item_id").to_pylist()
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
@@ -199,9 +205,10 @@ def read_manifest(path: str | Path, verify: bool = True) -> Manifest:
 
 
 def write_manifest(rows: list[dict], out: str | Path, axes=("label",), prompts=None, root: Path | None = None,
-                   labels: dict[str, list[str]] | None = None) -> Path:
+                   labels: dict[str, list[str]] | None = None, templates: dict | None = None) -> Path:
     """Write rows as a Parquet manifest atomically; `root` is the folder the paths are relative to,
-    `labels` the label vocabulary to keep (a curated subset keeps its source's)."""
+    `labels` the label vocabulary to keep (a curated subset keeps its source's), `templates` the
+    axes' forget and held-out wordings."""
     if not rows:
         raise DataError("refusing to write an empty manifest; the folder holds no images")
     out = Path(out).resolve()
@@ -213,6 +220,10 @@ def write_manifest(rows: list[dict], out: str | Path, axes=("label",), prompts=N
     }
     if labels is not None:
         meta["razor.labels"] = json.dumps(labels)
+    if templates:
+        if (wrong := problem(templates, tuple(axes))) is not None:
+            raise DataError(f"refusing to write manifest {out}: {wrong}")
+        meta["razor.templates"] = json.dumps(templates)
     table = table.replace_schema_metadata(meta)
     with atomic_path(out) as tmp:
         pq.write_table(table, tmp)

@@ -19,9 +19,11 @@ def summarize(method: str, task, components: list[str], seconds: float, peak_mb:
               before: dict, after: dict, timing: dict, bits=BITS, probes: dict | None = None) -> dict:
     """The report object `razor unlearn --json` prints (with `judge` where a family's outputs are
     labelled by another model: a diffusion model's image classifier, and `probes` where the method
-    ran a step search: its probes, partial and full-model apart)."""
+    ran a step search: its probes, partial and full-model apart); the metrics under held-out wordings
+    (`*_paraphrase`) follow the family's keys where the data has such wordings."""
     fam = of(task.adapter)
     k = fam.keys(bits)
+    k += tuple(x for x in before if x.endswith(PARAPHRASE) and x in after)
     judge = dict(judge=fam.judge(task)) if fam.judge else {}
     return dict(
         method=method, forget=f"{task.axis}:{task.label}", components=components,
@@ -35,9 +37,14 @@ def summarize(method: str, task, components: list[str], seconds: float, peak_mb:
     )
 
 
+PARAPHRASE = "_paraphrase"
+
+
 def metric_name(key: str) -> str:
     if key in NAMES:
         return NAMES[key]
+    if key.endswith(PARAPHRASE):
+        return f"{NAMES[key.removesuffix(PARAPHRASE)]} (held-out wording)"
     base, bits = key.rsplit("_q", 1)
     return f"{NAMES[base]} ({bits}-bit)"
 
@@ -47,9 +54,9 @@ def table(report: dict) -> str:
     comps = report["components"]
     lines = [f"{report['method']} — forget {report['forget']}",
              f"edited: {', '.join(comps[:8]) or '(nothing)'}" + (f" … (+{len(comps) - 8})" if len(comps) > 8 else ""),
-             f"{'metric':<16}{'before':>10}{'after':>10}"]
+             f"{'metric':<30}{'before':>10}{'after':>10}"]
     for key in report["before"]:
-        lines.append(f"{metric_name(key):<16}{report['before'][key]:>10.3f}{report['after'][key]:>10.3f}")
+        lines.append(f"{metric_name(key):<30}{report['before'][key]:>10.3f}{report['after'][key]:>10.3f}")
     lines.append(f"seconds {report['seconds']:.1f} · peak {report['peak_mb']:.0f} MB · "
                  f"delta {report['delta_bytes'] / 1024:.1f} KB")
     if "judge" in report:

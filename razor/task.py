@@ -6,7 +6,7 @@ gives its F, R and M on one batch (METHOD.md §6) and θ0's output that M compar
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -17,6 +17,7 @@ from razor.data import Manifest, concept_parts
 from razor.errors import NumericalError, RazorError
 from razor.memory import checkpointed, requires_grad_only
 from razor.pairs import Pairs
+from razor.templates import wordings
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Task(ABC):
     kept: Pairs | None = None  # training items carrying them (their forget objective)
     objective: str = "default"  # the forget objective F where a family offers several (SD: noise | embedding)
     checkpointing: bool = False  # recompute block activations in the backward pass (memory for time)
+    templates: dict = field(default_factory=dict)  # axis → forget / heldout wordings (razor.templates)
 
     @classmethod
     def build(cls, adapter, manifest: Manifest, concept: str, forget_size: int = 256, retain_size: int = 512,
@@ -84,7 +86,7 @@ class Task(ABC):
         kept = dict(kept_val=held("val", "kept"), kept=pairs(sets.kept)) if earlier else {}
         return cls(adapter, sets.axis, sets.label, labels, sets.forget.prompts, pairs(sets.forget), pairs(sets.retain),
                    held("val", "forget"), held("val", "retain"), held("test", "forget"), held("test", "retain"),
-                   batch_size=batch_size, manifest_path=sets.forget.path, forgotten=tuple(sets.forgotten), **kept)
+                   batch_size=batch_size, manifest_path=sets.forget.path, forgotten=tuple(sets.forgotten), templates=sets.forget.templates, **kept)
 
     @property
     def concept_prompt(self) -> str:
@@ -93,6 +95,11 @@ class Task(ABC):
     @property
     def concept_id(self) -> int:
         return self.labels[self.axis].index(self.label)
+
+    def wordings(self, kind: str, axis: str | None = None) -> list[str]:
+        """The wordings of `axis` (default: the concept's) that F optimises over (forget) or that only
+        the final metrics use (heldout)."""
+        return wordings(self.templates, self.prompts, axis or self.axis, kind)
 
     def kept_ids(self) -> list[tuple[str, int]]:
         """(axis, label id) of each concept the model already forgot."""

@@ -8,7 +8,8 @@ from click.testing import CliRunner
 from razor import Delta, unlearn
 from razor.cli import main
 
-KEYS = {"fa1", "fa5", "forget_cos", "utility", "stability", "leakage", "fa1_q8", "fa1_q4"}
+KEYS = {"fa1", "fa5", "forget_cos", "utility", "stability", "leakage", "fa1_q8", "fa1_q4",
+        "fa1_paraphrase", "fa5_paraphrase", "utility_paraphrase", "stability_paraphrase"}  # the demo has held-out wordings
 
 
 @pytest.mark.parametrize("method, params", [

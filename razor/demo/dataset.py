@@ -32,14 +32,15 @@ def build(out: str | Path, seed: int = 0, sizes: dict = SIZES) -> Path:
                 sha256=hashlib.sha256((tmp / rel).read_bytes()).hexdigest(),
                 objects=smp.object, styles=smp.style, identities=smp.identity,
             ))
-        write_manifest(rows, tmp / "manifest.parquet", axes=world.AXES, prompts=world.LABEL_PROMPTS)
+        write_manifest(rows, tmp / "manifest.parquet", axes=world.AXES, prompts=world.LABEL_PROMPTS,
+                       templates=world.TEMPLATES)
     return out / "manifest.parquet"
 
 
 def demo_manifest(seed: int = 0) -> Path:
     """The demo world's manifest in the cache, generated on first use (by one process: others that
     ask meanwhile wait for it rather than generate and replace it under a reader)."""
-    out = home() / f"demo-world-v4-seed{seed}"
+    out = home() / f"demo-world-v5-seed{seed}"
     manifest = out / "manifest.parquet"
     if manifest.is_file():
         return manifest

@@ -66,6 +66,15 @@ LABEL_PROMPTS = {
     "styles": "a {} drawing",
     "identities": "a photo of {}",
 }
+# The wordings the forget objective optimises over and held-out ones only the final metrics use
+# (razor.templates): the caption templates that name the axis, split between the two.
+TEMPLATES = {
+    "objects": {"forget": ["a picture of a {}", "a {}", "a {styles} {}"],
+                "heldout": ["a picture of a {styles} {}", "a {} drawn in {styles} style"]},
+    "styles": {"forget": ["a {} drawing", "something drawn in {} style", "a {} {objects}"],
+               "heldout": ["a picture of a {} {objects}", "a {objects} drawn in {} style"]},
+    "identities": {"forget": ["a photo of {}", "the face of {}"], "heldout": ["a portrait of {}", "{}"]},
+}
 
 
 def labels() -> dict[str, tuple[str, ...]]:

@@ -111,11 +111,20 @@ class ClipAdapter:
         return nnf.normalize(self.model.visual_projection(vm.post_layernorm(hidden[:, 0, :])), dim=-1)
 
     # -- the family's losses (METHOD.md §6) --------------------------------------------------
-    def forget_objective(self, pixels: torch.Tensor, concept: dict[str, torch.Tensor]) -> torch.Tensor:
-        """F: mean 1 − cos(image, concept text) over forget images; grows as the concept is forgotten."""
+    def forget_objective(self, pixels: torch.Tensor, texts: list[list[str | None]]) -> torch.Tensor:
+        """F: mean 1 − cos(image, concept text) over forget images and the concept's wordings (grows as
+        the concept is forgotten); `texts[w][i]` is wording w for image i (None: it has none)."""
         img = self.encode_images(pixels)
-        txt = self.encode_texts(concept)
-        return (1.0 - img @ txt[0]).mean()
+        terms = []
+        for per_item in texts:
+            has = [i for i, t in enumerate(per_item) if t is not None]
+            if not has:
+                continue
+            unique = sorted({per_item[i] for i in has})
+            txt = self.encode_texts(self.tokenize(unique))
+            which = torch.tensor([unique.index(per_item[i]) for i in has], device=img.device)
+            terms.append(1.0 - (img[has] * txt[which]).sum(1))
+        return torch.cat(terms).mean()
 
     def retain_loss(self, pixels: torch.Tensor, captions: dict[str, torch.Tensor], positives: torch.Tensor) -> torch.Tensor:
         """R: symmetric InfoNCE on retain pairs; `positives[i, j]` marks caption j as describing image i."""

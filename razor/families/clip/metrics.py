@@ -1,12 +1,13 @@
 """The CLIP protocol (METHOD.md §7): FA@1/FA@5, forget cosine, utility, stability, leakage,
-and all of them again after 8-bit and 4-bit weight quantisation."""
+and all of them again after 8-bit and 4-bit weight quantisation; where the data holds held-out
+wordings (razor.templates), FA@1/FA@5, utility and stability under them too (`*_paraphrase`)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from razor.families.clip.zeroshot import accuracy, image_embeddings, label_embeddings, ranks
+from razor.families.clip.zeroshot import accuracy, image_embeddings, label_embeddings, ranks, worded_ranks
 from razor.quantize import BITS, quantized
 
 KEYS = ("fa1", "fa5", "forget_cos", "utility", "stability", "leakage", "fa1_q8", "fa1_q4")
@@ -19,7 +20,8 @@ def keys(bits=BITS) -> tuple[str, ...]:
 
 @torch.no_grad()
 def predictions(task) -> dict:
-    """Zero-shot rankings of the held-out forget items (concept axis) and retain items (every axis)."""
+    """Zero-shot rankings of the held-out forget items (concept axis) and retain items (every axis),
+    under the label prompts and under each held-out wording."""
     a = task.adapter
     labels = label_embeddings(a, task.labels, task.prompts)
     forget = image_embeddings(a, task.forget_test.pixels)
@@ -28,6 +30,10 @@ def predictions(task) -> dict:
         forget_top=ranks(forget, {task.axis: labels[task.axis]}, k=5)[task.axis],
         forget_cos=(forget @ labels[task.axis][task.concept_id]).mean().item(),
         retain_top=ranks(retain, labels, k=1),
+        forget_worded=[worded_ranks(a, forget, task.forget_test, task.labels[task.axis], w)
+                       for w in task.wordings("heldout")],
+        retain_worded={axis: [worded_ranks(a, retain, task.retain_test, labs, w, k=1)
+                              for w in task.wordings("heldout", axis)] for axis, labs in task.labels.items()},
     )
 
 
@@ -65,7 +71,33 @@ def _metrics(task, reference: dict | None, seed: int) -> tuple[dict, dict]:
         leakage=leakage(task, seed),
         utility_per_axis=acc,
     )
+    if pred["forget_worded"]:
+        out |= paraphrased(task, pred, (reference or pred))
     return out, pred
+
+
+def paraphrased(task, pred: dict, reference: dict) -> dict:
+    """FA@1, FA@5 (mean over the concept axis's held-out wordings), utility and stability (mean over
+    the axes' held-out wordings, then over axes) under wordings neither F nor the step search used."""
+    cid = task.concept_id
+    fa1, fa5 = [], []
+    for top in pred["forget_worded"]:
+        has = top[:, 0] >= 0
+        fa1.append((top[has, 0] == cid).float().mean().item())
+        fa5.append((top[has] == cid).any(1).float().mean().item())
+    utility, same, total = [], 0, 0
+    for axis, tops in pred["retain_worded"].items():
+        accs = []
+        for top, ref in zip(tops, reference["retain_worded"][axis]):
+            has = (task.retain_test.label_ids[axis] >= 0) & (top[:, 0] >= 0)
+            if has.any():
+                accs.append((top[has, 0] == task.retain_test.label_ids[axis][has]).float().mean().item())
+                same += (top[has, 0] == ref[has, 0]).sum().item()
+                total += int(has.sum())
+        if accs:
+            utility.append(float(np.mean(accs)))
+    return dict(fa1_paraphrase=float(np.mean(fa1)), fa5_paraphrase=float(np.mean(fa5)),
+                utility_paraphrase=float(np.mean(utility)), stability_paraphrase=same / max(total, 1))
 
 
 def stability(top: dict, reference: dict, label_ids: dict) -> float:

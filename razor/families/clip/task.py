@@ -8,15 +8,18 @@ import torch
 
 from razor.pairs import Pairs
 from razor.task import Task
+from razor.templates import item_texts
 
 
 @dataclass
 class ClipTask(Task):
-    """F: 1 − cos(image, concept label prompt) on forget images; R: InfoNCE on retain pairs;
+    """F: 1 − cos(image, concept text) on forget images, over the axis's forget wordings (each filled
+    with the image's own labels on the other axes it names); R: InfoNCE on retain pairs;
     M: drift of the retain batch's image–text similarity matrix against θ0's (S_θ0)."""
 
     def forget_loss(self, batch: Pairs, axis: str, label: str) -> torch.Tensor:
-        return self.adapter.forget_objective(batch.pixels, self.adapter.tokenize([self.prompts[axis].format(label)]))
+        return self.adapter.forget_objective(
+            batch.pixels, [item_texts(w, label, batch) for w in self.wordings("forget", axis)])
 
     def retain_loss(self, batch: Pairs) -> torch.Tensor:
         return self.adapter.retain_loss(batch.pixels, self.adapter.tokenize(batch.captions), batch.positives())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from razor.templates import item_texts
+
 
 @torch.no_grad()
 def label_embeddings(adapter, labels: dict[str, list[str]], prompts: dict[str, str]) -> dict[str, torch.Tensor]:
@@ -31,3 +33,16 @@ def accuracy(top: dict[str, torch.Tensor], label_ids: dict[str, torch.Tensor]) -
         if has.any():
             out[axis] = (pred[has, 0] == label_ids[axis][has]).float().mean().item()
     return out
+
+
+@torch.no_grad()
+def worded_ranks(adapter, images: torch.Tensor, pairs, labels: list[str], wording: str, k: int = 5) -> torch.Tensor:
+    """N×k label ids, best first, under one wording of the axis's labels filled with each item's own
+    labels on the other axes it names (rows of −1 where an item has none of them)."""
+    texts = item_texts(wording, "{}", pairs)  # each item's wording with the label slot kept
+    top = torch.full((len(images), min(k, len(labels))), -1, dtype=torch.long)
+    for filled in sorted({t for t in texts if t is not None}):
+        rows = torch.tensor([i for i, t in enumerate(texts) if t == filled])
+        emb = adapter.encode_texts(adapter.tokenize([filled.format(lab) for lab in labels]))
+        top[rows] = (images[rows.to(images.device)] @ emb.T).topk(top.shape[1], dim=1).indices.cpu()
+    return top
