@@ -130,7 +130,10 @@ def log_stage(ws: Workspace, request_id: str, stage: str, ran: bool, entry: dict
         if params:
             mlflow.log_params({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in params.items()})
         mlflow.log_metrics({k: info[k] for k in ("seconds", "peak_mb") if k in info}
-                           | {f"probes_{k}": n for k, n in (info.get("probes") or {}).items()})
+                           | {f"probes_{k}": n for k, n in (info.get("probes") or {}).items()}
+                           | ({"forget_target": info["target"]["value"]} if info.get("target") else {}))
+        if info.get("target"):
+            mlflow.set_tag("razor.forget_target_source", info["target"]["source"])
         for name in STAGE_ARTIFACTS[stage]:
             if (folder / name).is_file():
                 mlflow.log_artifact(str(folder / name), stage)

@@ -46,7 +46,7 @@ def unlearn(forget: str, model: str = "demo", data: str | Path | None = None, me
     with measure() as cost:
         result = run_method(method, task, chosen, progress=progress)
     report, figure = after_edit(task, method, result.components, cost.seconds, cost.peak_mb, result.delta.nbytes,
-                                result.timing, before, reference, seed, probes=result.probes)
+                                result.timing, before, reference, seed, probes=result.probes, target=result.target)
     if out is not None:
         write_outputs(Path(out), report, result, dict(model=model, data=str(data), seed=seed,
                                                       retain_size=retain_size, dtype=dtype, device=device,

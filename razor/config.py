@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -13,10 +13,24 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class SearchParams(Params):
+# FA@1 on forget-val that counts as forgotten: a share, or "oracle" (razor/target.py)
+Target = Annotated[float, Field(ge=0, le=1)] | Literal["oracle"]
+
+
+class TargetParams(Params):
+    """The forget target every forgetting method stops at, fixed or the retrain oracle's (razor/target.py)."""
+
+    forget_target: Target = Field(0.05, description="FA@1 on forget-val that counts as forgotten; oracle: the "
+                                  "retrain oracle's FA@1 there plus oracle_margin")
+    oracle_fa: float | None = Field(None, ge=0, le=1, description="(ours) with forget_target oracle: the oracle's "
+                                    "FA@1 on forget-val as recorded for the request (default: measured on the "
+                                    "cached retrain oracle)")
+    oracle_margin: float = Field(0.03, ge=0, le=1, description="(ours) how far above the oracle's FA@1 still counts as forgotten")
+
+
+class SearchParams(TargetParams):
     """The per-component step search (METHOD.md §4) and its targets on the validation split."""
 
-    forget_target: float = Field(0.05, ge=0, le=1, description="FA@1 on forget-val that counts as forgotten")
     retain_tolerance: float = Field(0.06, ge=0, le=1, description="allowed share of retain-val predictions that change from θ0's")
     budget_share: float = Field(0.5, gt=0, le=1, description="(ours) share of the remaining tolerance one partial edit may spend")
     kappa: float = Field(1.0, ge=0, description="(ours) trade-off: forget gain − κ·retain loss")
@@ -84,18 +98,17 @@ class SlugParams(SearchParams):
     robust_bits: int | None = None  # SLUG's search checks the unquantised model only
 
 
-class TrainParams(Params):
+class TrainParams(TargetParams):
     """Gradient-based baselines: ga, graddiff, ft, salun."""
 
     lr: float = Field(3e-5, gt=0)
     max_steps: int = Field(60, ge=1)
     eval_every: int = Field(3, ge=1)
-    forget_target: float = Field(0.05, ge=0, le=1)
     retain_weight: float = Field(1.0, ge=0)
     saliency: float = Field(0.5, gt=0, le=1, description="salun: share of weights kept by the saliency mask")
 
 
-class EsdParams(Params):
+class EsdParams(TargetParams):
     """ESD-x on a diffusion model: Adam on the UNet's cross-attention toward negative guidance."""
 
     lr: float = Field(1e-4, gt=0)
@@ -103,7 +116,6 @@ class EsdParams(Params):
     batch_size: int = Field(8, ge=1, description="forget items per step")
     max_steps: int = Field(200, ge=1)
     eval_every: int = Field(10, ge=1)
-    forget_target: float = Field(0.05, ge=0, le=1)
     seed: int = 0
 
 

@@ -35,6 +35,7 @@ class EditResult:
     scores: list[dict] = field(default_factory=list)
     timing: dict = field(default_factory=dict)  # seconds per phase, where a method reports them
     probes: dict = field(default_factory=dict)  # step-search probes run, partial and full-model apart
+    target: dict | None = None  # the forget target it stopped at and where it came from (razor.target)
 
     @property
     def components(self) -> list[str]:

@@ -12,6 +12,7 @@ from razor.families import of
 from razor.methods import METHODS, edit_function
 from razor.quantize import BITS
 from razor.report import summarize
+from razor.target import resolve
 
 
 def check_method(name: str, adapter, params=None) -> None:
@@ -24,9 +25,12 @@ def check_method(name: str, adapter, params=None) -> None:
 
 
 def run_method(name: str, task, params, progress: bool = True) -> EditResult:
-    """Edit the task's model in place with the named method."""
+    """Edit the task's model in place with the named method, at its forget target resolved (razor.target)."""
     check_method(name, task.adapter)
-    return edit_function(name)(task, params, progress=progress)
+    params, target = resolve(task, params)
+    result = edit_function(name)(task, params, progress=progress)
+    result.target = target
+    return result
 
 
 def build_cache(task):
@@ -63,11 +67,11 @@ def metrics(task, reference=None, seed: int = 0, bits=BITS):
 
 
 def after_edit(task, method: str, components: list[str], seconds: float, peak_mb: float, delta_bytes: int, timing: dict,
-               before: dict, reference, seed: int = 0, bits=BITS, probes: dict | None = None):
+               before: dict, reference, seed: int = 0, bits=BITS, probes: dict | None = None, target: dict | None = None):
     """Measure the edited model; (the report, `figure(path)` drawing the family's own before/after
     figure, or None where it has none)."""
     fam = of(task.adapter)
     after, predicted = metrics(task, reference, seed, bits)
-    out = summarize(method, task, components, seconds, peak_mb, delta_bytes, before, after, timing, bits, probes)
+    out = summarize(method, task, components, seconds, peak_mb, delta_bytes, before, after, timing, bits, probes, target)
     figure = fam.figure and (lambda path: fam.figure(task, {"before": reference, method: predicted}, path))
     return out, figure

@@ -16,10 +16,12 @@ NAMES = {"fa1": "FA@1", "fa5": "FA@5", "forget_cos": "forget cosine", "utility":
 
 
 def summarize(method: str, task, components: list[str], seconds: float, peak_mb: float, delta_bytes: int,
-              before: dict, after: dict, timing: dict, bits=BITS, probes: dict | None = None) -> dict:
+              before: dict, after: dict, timing: dict, bits=BITS, probes: dict | None = None,
+              target: dict | None = None) -> dict:
     """The report object `razor unlearn --json` prints (with `judge` where a family's outputs are
     labelled by another model: a diffusion model's image classifier, and `probes` where the method
-    ran a step search: its probes, partial and full-model apart); the metrics under held-out wordings
+    ran a step search: its probes, partial and full-model apart, and `forget_target` where the method
+    stops at one: its value and where it came from); the metrics under held-out wordings
     (`*_paraphrase`) follow the family's keys where the data has such wordings."""
     fam = of(task.adapter)
     k = fam.keys(bits)
@@ -33,6 +35,7 @@ def summarize(method: str, task, components: list[str], seconds: float, peak_mb:
         quantized=dict(before=before["quantized"], after=after["quantized"]),
         timing={x: round(v, 3) for x, v in timing.items()},
         **(dict(probes=probes) if probes else {}),
+        **(dict(forget_target=target) if target else {}),
         **judge,
     )
 

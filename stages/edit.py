@@ -17,6 +17,7 @@ from razor.editing import Ranking
 from razor.families import of
 from razor.methods import method_params
 from razor.plots import expansion_trace
+from razor.target import resolve
 from stages.workspace import Workspace, main, write_json
 
 
@@ -31,14 +32,17 @@ def run(ws: Workspace, request_id: str) -> None:
         p = ws.settings("edit", req, EditParams, pipeline_only=("reuse_cache",))
         ranking = Ranking.load(ws.stage_dir(request_id, "rank"))
         cache = of(task.adapter).cache.load(ws.stage_dir(request_id, "cache") / "cache.safetensors", task)
+        resolved, target = resolve(task, p)
         with measure() as cost:
-            result = pipeline.edit_from(task, p, ranking, cache, reuse, progress)
+            result = pipeline.edit_from(task, resolved, ranking, cache, reuse, progress)
+        result.target = target
     else:
         p = method_params(req["method"], {**(ws.params("baselines").get(req["method"]) or {}), **req["params"]})
         with measure() as cost:
             result = pipeline.run_method(req["method"], task, p, progress=progress)
     info = dict(method=req["method"], params=p.model_dump(mode="json"), reuse_cache=reuse, components=result.components,
-                timing={k: round(v, 3) for k, v in result.timing.items()}, probes=result.probes, seconds=round(cost.seconds, 3),
+                timing={k: round(v, 3) for k, v in result.timing.items()}, probes=result.probes, target=result.target,
+                seconds=round(cost.seconds, 3),
                 peak_mb=round(cost.peak_mb, 1), delta_bytes=result.delta.nbytes)
     with ws.output(request_id, "edit", info) as out:
         result.delta.meta.update(forget=f"{task.axis}:{task.label}", request=request_id, seed=req["seed"])

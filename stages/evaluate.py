@@ -27,7 +27,8 @@ def run(ws: Workspace, request_id: str) -> None:
     report, figure = pipeline.after_edit(task, edit["method"], edit["components"],
                                          sum(stages[s]["seconds"] for s in method_stages),
                                          max(stages[s]["peak_mb"] for s in method_stages), edit["delta_bytes"],
-                                         edit["timing"], before, reference, req["seed"], p.bits, edit.get("probes"))
+                                         edit["timing"], before, reference, req["seed"], p.bits, edit.get("probes"),
+                                         edit.get("target"))
     if figure:
         figure(ws.plot(request_id, "image_grid.png"))
     lineage = dict(request=req, stages=stages)

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.stack
 
 REQUEST = "demo-object-star"
 UNLEARN_KEYS = {"method", "forget", "components", "seconds", "peak_mb", "delta_bytes", "before", "after",
-                "utility_per_axis", "quantized", "timing", "probes"}
+                "utility_per_axis", "quantized", "timing", "probes", "forget_target"}
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +71,7 @@ def test_first_run_forgets_and_records_everything(ws, first):
     assert report["probes"]["partial"] > 0 and report["probes"]["full"] > 0  # cached probes; quantised checks
     assert {k: edit.data.metrics[f"probes_{k}"] for k in ("partial", "full")} == report["probes"]
     assert float(edit.data.params["rho"]) == 1.0
+    assert report["forget_target"] == {"value": 0.05, "source": "fixed"} and edit.data.metrics["forget_target"] == 0.05
     assert {i.dataset.name for i in parent.inputs.dataset_inputs} == {f"{REQUEST}-{n}" for n in ("forget", "retain", "eval")}
     artifacts = {a.path for a in c.list_artifacts(parent.info.run_id)}
     assert {"dvc.lock", "model", "report.html", "request"} <= artifacts

@@ -11,11 +11,17 @@ from safetensors.torch import load_file
 
 from razor.config import RetrainParams
 from razor.delta import Delta
-from razor.io import home
 from razor.demo.train import train
 from razor.editing import EditResult
 from razor.errors import ModelError
-from razor.io import sha256_file
+from razor.io import home, sha256_file
+
+
+def oracle_folder(task, p: RetrainParams) -> Path:
+    """Where the oracle of this manifest and concept, trained with `p`, is cached."""
+    exclude = f"{task.axis}:{task.label}"
+    key = hashlib.sha256(f"{sha256_file(task.manifest_path)}|{exclude}|{p.steps}|{p.seed}".encode()).hexdigest()[:16]
+    return home() / "oracles" / key
 
 
 def retrain_edit(task, p: RetrainParams, progress: bool = True) -> EditResult:
@@ -25,11 +31,9 @@ def retrain_edit(task, p: RetrainParams, progress: bool = True) -> EditResult:
             f"retrain needs the model's training recipe; {adapter.source} was not trained by `razor demo train` "
             "(no training.json). Use another method, or retrain the model yourself without the concept"
         )
-    exclude = f"{task.axis}:{task.label}"
-    key = hashlib.sha256(f"{sha256_file(task.manifest_path)}|{exclude}|{p.steps}|{p.seed}".encode()).hexdigest()[:16]
-    out = home() / "oracles" / key
+    out = oracle_folder(task, p)
     if not (out / "model.safetensors").is_file():
-        train(task.manifest_path, out, exclude=exclude, seed=p.seed, steps=p.steps, progress=progress)
+        train(task.manifest_path, out, exclude=f"{task.axis}:{task.label}", seed=p.seed, steps=p.steps, progress=progress)
     state = load_file(str(out / "model.safetensors"))
     params = adapter.parameters()
     if any(n not in state or state[n].shape != q.shape for n, q in params.items()):
@@ -43,3 +47,25 @@ def retrain_edit(task, p: RetrainParams, progress: bool = True) -> EditResult:
     delta = Delta.from_diff(base, params, meta=dict(method="retrain", base=adapter.source, oracle=str(out), record=record))
     delta.meta["components"] = delta.params
     return EditResult(delta, timing={"training (recorded)": record["seconds"]})
+
+
+@torch.no_grad()
+def oracle_fa(task, p: RetrainParams = RetrainParams()) -> tuple[float, Path] | None:
+    """FA@1 of the cached oracle (if `--method retrain` trained one) on the forget-val items, the
+    split the step search measures, with the model's weights put back afterwards; None without one."""
+    folder = oracle_folder(task, p) if task.manifest_path is not None else None
+    if folder is None or not (folder / "model.safetensors").is_file():
+        return None
+    from razor.families.clip.zeroshot import image_embeddings, label_embeddings
+
+    state, params = load_file(str(folder / "model.safetensors")), task.adapter.parameters()
+    base = {n: q.detach().clone() for n, q in params.items()}
+    try:
+        for n, q in params.items():
+            q.copy_(state[n])
+        labels = label_embeddings(task.adapter, {task.axis: task.labels[task.axis]}, task.prompts)[task.axis]
+        top = (image_embeddings(task.adapter, task.forget_val.pixels) @ labels.T).argmax(1).cpu()
+    finally:
+        for n, q in params.items():
+            q.copy_(base[n])
+    return (top == task.concept_id).float().mean().item(), folder
