@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 from pathlib import Path
 
 from razor.families import of
@@ -21,7 +22,9 @@ def summarize(method: str, task, components: list[str], seconds: float, peak_mb:
     """The report object `razor unlearn --json` prints (with `judge` where a family's outputs are
     labelled by another model: a diffusion model's image classifier, and `probes` where the method
     ran a step search: its probes, partial and full-model apart, and `forget_target` where the method
-    stops at one: its value and where it came from); the metrics under held-out wordings
+    stops at one: its value and where it came from; `ci95`: a 95% Wilson interval of each share
+    measured on few items, from its item count, pooled over wordings or axes where it averages them);
+    the metrics under held-out wordings
     (`*_paraphrase`) follow the family's keys where the data has such wordings."""
     fam = of(task.adapter)
     k = fam.keys(bits)
@@ -31,6 +34,8 @@ def summarize(method: str, task, components: list[str], seconds: float, peak_mb:
         method=method, forget=f"{task.axis}:{task.label}", components=components,
         seconds=round(seconds, 3), peak_mb=round(peak_mb, 1), delta_bytes=delta_bytes,
         before={x: before[x] for x in k}, after={x: after[x] for x in k},
+        ci95={side: {x: wilson(m[x], n) for x, n in m.get("counts", {}).items() if x in k}
+              for side, m in (("before", before), ("after", after))},
         utility_per_axis=dict(before=before["utility_per_axis"], after=after["utility_per_axis"]),
         quantized=dict(before=before["quantized"], after=after["quantized"]),
         timing={x: round(v, 3) for x, v in timing.items()},
@@ -41,6 +46,15 @@ def summarize(method: str, task, components: list[str], seconds: float, peak_mb:
 
 
 PARAPHRASE = "_paraphrase"
+
+
+def wilson(share: float, n: int, z: float = 1.96) -> list[float]:
+    """The Wilson score interval of a share measured on `n` items."""
+    if n <= 0:
+        return [0.0, 1.0]
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
 
 
 def metric_name(key: str) -> str:

@@ -21,9 +21,10 @@ def resolve(task, p):
     if p.oracle_fa is not None:
         fa, record = p.oracle_fa, dict(source="oracle (recorded in the request)")
     else:
-        from razor.baselines.retrain import oracle_fa  # only CLIP's demo recipe retrains
+        from razor.baselines.retrain import oracle_fa
+        from razor.families import of
 
-        found = oracle_fa(task) if task.adapter.family == "clip" else None
+        found = oracle_fa(task) if "retrain" in of(task.adapter).methods else None
         if found is None:
             return p.model_copy(update=dict(forget_target=DEFAULT)), dict(
                 value=DEFAULT, source="estimate", why="no oracle recorded or cached for this request (`--method "

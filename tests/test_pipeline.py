@@ -27,7 +27,7 @@ pytestmark = pytest.mark.stack
 
 REQUEST = "demo-object-star"
 UNLEARN_KEYS = {"method", "forget", "components", "seconds", "peak_mb", "delta_bytes", "before", "after",
-                "utility_per_axis", "quantized", "timing", "probes", "forget_target"}
+                "utility_per_axis", "quantized", "timing", "probes", "forget_target", "ci95"}
 
 
 @pytest.fixture(scope="module")

@@ -67,6 +67,7 @@ def test_heldout_metrics_use_their_wordings_only(task):
     out, _ = evaluate(task, bits=())
     assert {"fa1_paraphrase", "fa5_paraphrase", "utility_paraphrase", "stability_paraphrase"} <= set(out)
     assert out["stability_paraphrase"] == 1.0  # θ0 against itself
+    assert out["counts"]["fa1"] == len(task.forget_test) and 0 < out["counts"]["fa1_paraphrase"] <= 2 * len(task.forget_test)
     # the label prompt as the only held-out wording measures what FA@1 and utility measure
     same = dataclasses.replace(task, templates={a: {"heldout": [p]} for a, p in task.prompts.items()})
     twin, _ = evaluate(same, bits=())

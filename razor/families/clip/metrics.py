@@ -70,9 +70,12 @@ def _metrics(task, reference: dict | None, seed: int) -> tuple[dict, dict]:
         stability=stability(pred["retain_top"], (reference or pred)["retain_top"], task.retain_test.label_ids),
         leakage=leakage(task, seed),
         utility_per_axis=acc,
+        counts=dict(fa1=len(top), fa5=len(top), utility=sum(int((v >= 0).sum()) for v in task.retain_test.label_ids.values())),
     )
     if pred["forget_worded"]:
-        out |= paraphrased(task, pred, (reference or pred))
+        held = paraphrased(task, pred, (reference or pred))
+        out["counts"] |= held.pop("counts")
+        out |= held
     return out, pred
 
 
@@ -80,9 +83,10 @@ def paraphrased(task, pred: dict, reference: dict) -> dict:
     """FA@1, FA@5 (mean over the concept axis's held-out wordings), utility and stability (mean over
     the axes' held-out wordings, then over axes) under wordings neither F nor the step search used."""
     cid = task.concept_id
-    fa1, fa5 = [], []
+    fa1, fa5, n = [], [], 0
     for top in pred["forget_worded"]:
         has = top[:, 0] >= 0
+        n += int(has.sum())
         fa1.append((top[has, 0] == cid).float().mean().item())
         fa5.append((top[has] == cid).any(1).float().mean().item())
     utility, same, total = [], 0, 0
@@ -97,7 +101,8 @@ def paraphrased(task, pred: dict, reference: dict) -> dict:
         if accs:
             utility.append(float(np.mean(accs)))
     return dict(fa1_paraphrase=float(np.mean(fa1)), fa5_paraphrase=float(np.mean(fa5)),
-                utility_paraphrase=float(np.mean(utility)), stability_paraphrase=same / max(total, 1))
+                utility_paraphrase=float(np.mean(utility)), stability_paraphrase=same / max(total, 1),
+                counts=dict(fa1_paraphrase=n, fa5_paraphrase=n, utility_paraphrase=total))
 
 
 def stability(top: dict, reference: dict, label_ids: dict) -> float:

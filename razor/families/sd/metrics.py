@@ -73,6 +73,8 @@ def measure(adapter, classifier, axis: str, label: str, seeds: int = SEEDS, step
     """`ua, ira, cra` and `ua_q{b}` for each of `bits`, and the full-precision images."""
     drawn = draw(adapter, classifier, seeds, steps, guidance)
     out = scores(drawn, axis, label)
+    concept = sum(p[AXES.index(axis)] == label for p in drawn.pairs)
+    out["counts"] = dict(ua=concept, ira=len(drawn.pairs) - concept, cra=len(drawn.pairs) - concept)
     for b in bits:
         with quantized(adapter.model, b):
             concept = draw(adapter, classifier, seeds, steps, guidance, only=(axis, label))

@@ -53,5 +53,6 @@ def _metrics(task: VlmTask) -> tuple[dict, dict]:
     for axis, truth, s in zip(retain.axes, retain.answers, said_retain):
         right.setdefault(axis, []).append(names(s, truth))
     per_axis = {axis: float(np.mean(v)) for axis, v in right.items()}
-    out = dict(fa=fa, utility=float(np.mean(list(per_axis.values()))), utility_per_axis=per_axis)
+    out = dict(fa=fa, utility=float(np.mean(list(per_axis.values()))), utility_per_axis=per_axis,
+               counts=dict(fa=len(said_forget), utility=len(said_retain)))
     return out, dict(forget=said_forget, retain=said_retain)
