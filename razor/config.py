@@ -47,7 +47,8 @@ class ObjectiveParams(Params):
                                "objective added to this one's, so the edit keeps them forgotten")
     forget_objective: str = Field(
         "default", description="(ours) a family's forget objective F where it offers several (a diffusion model: "
-        "the noise-prediction gap toward the anchor prompt, noise, its default, or the text-embedding gap, embedding)")
+        "the noise-prediction gap toward the anchor prompt, noise, its default, or the text-embedding gap, embedding; "
+        "CLIP: the label prompt, its default, or wordings: averaged over the data's forget wordings)")
 
 
 class RankParams(ObjectiveParams):

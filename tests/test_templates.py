@@ -54,11 +54,13 @@ def test_forget_objective_averages_its_wordings(task):
     batch = task.forget.subset(range(8))
     one = {}
     for w in task.wordings("forget"):
-        single = dataclasses.replace(task, templates={"objects": {"forget": [w]}})
+        single = dataclasses.replace(task, templates={"objects": {"forget": [w]}}, objective="wordings")
         with torch.no_grad():
             one[w] = single.forget_loss(batch, "objects", "star").item()
     with torch.no_grad():
-        both = task.forget_loss(batch, "objects", "star").item()
+        both = dataclasses.replace(task, objective="wordings").forget_loss(batch, "objects", "star").item()
+        label = task.forget_loss(batch, "objects", "star").item()  # the default: the label prompt alone
+    assert label == pytest.approx(one["a picture of a {}"], rel=1e-5)
     assert len(one) == 3 and len(set(round(v, 4) for v in one.values())) == 3
     assert both == pytest.approx(sum(one.values()) / 3, rel=1e-5)
 

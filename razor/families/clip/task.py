@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -13,13 +14,16 @@ from razor.templates import item_texts
 
 @dataclass
 class ClipTask(Task):
-    """F: 1 − cos(image, concept text) on forget images, over the axis's forget wordings (each filled
-    with the image's own labels on the other axes it names); R: InfoNCE on retain pairs;
+    """F: 1 − cos(image, concept label prompt) on forget images (objective `wordings`: averaged over
+    the axis's forget wordings, each filled with the image's own labels on the other axes it names);
+    R: InfoNCE on retain pairs;
     M: drift of the retain batch's image–text similarity matrix against θ0's (S_θ0)."""
 
+    objectives: ClassVar[tuple[str, ...]] = ("wordings",)
+
     def forget_loss(self, batch: Pairs, axis: str, label: str) -> torch.Tensor:
-        return self.adapter.forget_objective(
-            batch.pixels, [item_texts(w, label, batch) for w in self.wordings("forget", axis)])
+        texts = self.wordings("forget", axis) if self.objective == "wordings" else [self.prompts[axis]]
+        return self.adapter.forget_objective(batch.pixels, [item_texts(w, label, batch) for w in texts])
 
     def retain_loss(self, batch: Pairs) -> torch.Tensor:
         return self.adapter.retain_loss(batch.pixels, self.adapter.tokenize(batch.captions), batch.positives())
