@@ -73,8 +73,6 @@ def measure(adapter, classifier, axis: str, label: str, seeds: int = SEEDS, step
     """`ua, ira, cra` and `ua_q{b}` for each of `bits`, and the full-precision images."""
     drawn = draw(adapter, classifier, seeds, steps, guidance)
     out = scores(drawn, axis, label)
-    concept = sum(p[AXES.index(axis)] == label for p in drawn.pairs)
-    out["counts"] = dict(ua=concept, ira=len(drawn.pairs) - concept, cra=len(drawn.pairs) - concept)
     for b in bits:
         with quantized(adapter.model, b):
             concept = draw(adapter, classifier, seeds, steps, guidance, only=(axis, label))
@@ -94,6 +92,8 @@ def evaluate(task, reference: Drawn | None = None, seed: int = 0, bits=BITS) -> 
     out, drawn = measure(task.adapter, task.classifier, task.axis, task.label, bits=bits)
     other = AXES[1 - AXES.index(task.axis)]
     out["utility_per_axis"] = {task.axis: out["ira"], other: out["cra"]}
+    concept = sum(p[AXES.index(task.axis)] == task.label for p in drawn.pairs)
+    out["counts"] = dict(ua=concept, ira=len(drawn.pairs) - concept, cra=len(drawn.pairs) - concept)
     out["quantized"] = {str(b): dict(ua=out[f"ua_q{b}"]) for b in bits}
     return out, drawn
 
