@@ -21,7 +21,7 @@ def resolve(task, p):
     if p.oracle_fa is not None:
         fa, record = p.oracle_fa, dict(source="oracle (recorded in the request)")
     else:
-        from razor.baselines.retrain import oracle_fa
+        from razor.baselines.retrain import oracle_fa  # a baseline loads when used (as in razor.methods)
         from razor.families import of
 
         found = oracle_fa(task) if "retrain" in of(task.adapter).methods else None

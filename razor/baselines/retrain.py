@@ -14,6 +14,7 @@ from razor.delta import Delta
 from razor.demo.train import train
 from razor.editing import EditResult
 from razor.errors import ModelError
+from razor.families.clip.zeroshot import image_embeddings, label_embeddings
 from razor.io import home, sha256_file
 
 
@@ -56,8 +57,6 @@ def oracle_fa(task, p: RetrainParams = RetrainParams()) -> tuple[float, Path] | 
     folder = oracle_folder(task, p) if task.manifest_path is not None else None
     if folder is None or not (folder / "model.safetensors").is_file():
         return None
-    from razor.families.clip.zeroshot import image_embeddings, label_embeddings
-
     state, params = load_file(str(folder / "model.safetensors")), task.adapter.parameters()
     base = {n: q.detach().clone() for n, q in params.items()}
     try:
