@@ -90,11 +90,9 @@ def unlearn(model, data, forget, method, params, out, seed, dtype, device, batch
 @friendly
 def run_request(request_file, workspace, as_json):
     """Run a request through the pipeline (Prefect flow → DVC stages → MLflow)."""
-    import os
     from pathlib import Path
 
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
+    prefect_defaults()
     from flows import lineage
     from flows.unlearn import unlearn as flow
     from razor.report import table
@@ -246,14 +244,22 @@ WORKSPACE = click.option("--workspace", default=".", show_default=True, type=cli
                          help="the pipeline workspace (holds dvc.yaml, params.yaml, data/)")
 
 
+def prefect_defaults():
+    """No analytics, and time for the ephemeral Prefect server's first start (on a fresh install it
+    compiles its modules and migrates its database, past Prefect's 20 s default on 2 cores)."""
+    import os
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+
 def open_workspace(path: str):
     """The workspace at `path`, with MLflow pointed at its store."""
-    import os
     from pathlib import Path
 
     from stages.workspace import Workspace
 
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    prefect_defaults()
     ws = Workspace(Path(path).resolve())
     if not (ws.root / "dvc.yaml").is_file():
         raise RazorError(f"{ws.root} has no dvc.yaml; run from the project root (or pass --workspace)")
