@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 
 import click
@@ -245,10 +246,8 @@ WORKSPACE = click.option("--workspace", default=".", show_default=True, type=cli
 
 
 def prefect_defaults():
-    """No analytics, and time for the ephemeral Prefect server's first start (on a fresh install it
-    compiles its modules and migrates its database, past Prefect's 20 s default on 2 cores)."""
-    import os
-
+    """No analytics, and time for the ephemeral Prefect server's first start (on a fresh clone it
+    took longer than Prefect's 20 s default)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
