@@ -3,7 +3,6 @@ S_θ0 per retain batch, probe hidden states; VLM, diffusion: θ0's output per re
 
 from __future__ import annotations
 
-from razor import pipeline
 from stages.workspace import Workspace, main
 
 
@@ -12,6 +11,8 @@ def run(ws: Workspace, request_id: str) -> None:
     method = ws.method(request_id)
     if method != "razor":
         return ws.skip(request_id, "cache", method)
+    from razor import pipeline  # torch and the model code load only for a request that reads the cache
+
     _, task = ws.task(request_id)
     info = {}
     with ws.output(request_id, "cache", info) as out:

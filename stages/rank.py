@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from razor.config import RankParams
-from razor.editing import rank
 from razor.plots import score_scatter
 from stages.workspace import Workspace, main
 
@@ -14,6 +13,8 @@ def run(ws: Workspace, request_id: str) -> None:
     if method != "razor":
         ws.skip(request_id, "rank", method)
         return score_scatter([], [], ws.plot(request_id, "scores.png"), f"{method} ranks no components here")
+    from razor.editing import rank  # torch and the model code load only for a request that is ranked
+
     req, task = ws.task(request_id)
     p = ws.settings("rank", req, RankParams)
     info = dict(params=p.model_dump(mode="json"))

@@ -80,7 +80,10 @@ class Workspace:
         return self.run_dir(request_id) / "plots" / name
 
     def task(self, request_id: str):
-        """The curated sets loaded for the request's model: (request.json, Task)."""
+        """The curated sets loaded for the request's model: (request.json, Task); torch seeded first."""
+        import torch  # loads with the model code anyway; a baseline's skipped stage never gets here
+
+        torch.manual_seed(0)
         info, req, sets = self.curated(request_id)
         task = load_task(self.model(req["model"], req.get("dtype", "fp32"), req.get("device", "cpu")), sets, req["batch_size"])
         task.checkpointing = req.get("gradient_checkpointing", False)
@@ -174,8 +177,6 @@ def main(stage_fn, stage: str) -> None:
     parser.add_argument("--root", default=".", type=Path, help="workspace root (holds params.yaml and data/)")
     args = parser.parse_args()
     try:
-        if "torch" in sys.modules:  # the stage's model code loaded it (curate runs without torch)
-            sys.modules["torch"].manual_seed(0)
         stage_fn(Workspace(args.root.resolve()), args.request_id)
     except RazorError as e:
         print(f"error: {e}", file=sys.stderr)

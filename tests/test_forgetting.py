@@ -1,5 +1,6 @@
-"""RAZOR on the demo model: one object, one style, one identity, each forgotten like the
-issue asks (FA@1 ≥ 0.9 → ≤ 0.1, utility −3 points at most, stability ≥ 0.9, 4-bit FA@1 ≤ 0.15)."""
+"""RAZOR on the demo model: one style and one identity, each forgotten like the issue asks (FA@1
+≥ 0.9 → ≤ 0.1, utility −3 points at most, stability ≥ 0.9, 4-bit FA@1 ≤ 0.15); the object (star)
+is the pipeline's request, held to the same bar in tests/test_pipeline.py."""
 
 import pytest
 
@@ -7,7 +8,7 @@ from razor import unlearn
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("concept", ["objects:star", "styles:dotted", "identities:hana"])
+@pytest.mark.parametrize("concept", ["styles:dotted", "identities:hana"])
 def test_razor_forgets_one_concept_and_keeps_the_rest(concept, demo_manifest):
     r = unlearn(concept, model="demo", data=demo_manifest, progress=False)
     before, after = r["before"], r["after"]

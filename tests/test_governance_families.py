@@ -24,6 +24,7 @@ CHAINS = {  # each chain: a committed demo request from the base model, then ano
     "sd-demo-sd": ("demo-sd-object-star", "demo-sd-style-noisy"),
     "vlm-demo-vlm": ("demo-vlm-identity-hana", "demo-vlm-identities-hana-ivan"),
 }
+FORGETS = {"demo-sd-object-star": "objects:star", "demo-sd-style-noisy": "styles:noisy"}
 # Measured (2 CPU cores, these requests): the style edit on the SD v1 (the object already erased) reaches UA 0.69,
 # against 1.00 on the base model; hana + ivan on the VLM v1 reaches FA 0.02 but the chain's utility ends 9.4 points
 # below the base model's. params.yaml's gate (FA ≤ 0.10, utility within 8 points) refuses both second versions,
@@ -66,10 +67,10 @@ def test_both_requests_are_promoted_under_the_familys_name(chain):
 
 def test_each_request_meets_its_familys_bar_through_every_stage(chain):
     """SD, the UnlearnCanvas bar: UA from ≤ 0.25 to ≥ 0.90 (on v1, where the earlier edit took part of the
-    retain budget: ≥ 0.65), IRA and CRA within 10 points of the model edited; only text-encoder and
-    cross-attention to_k / to_v change; the image grid drawn; the judge named. VLM: FA to ≤ 0.10 (from
-    ≥ 0.85 on the base; on v1, hana already forgotten, from ≥ 0.40), utility down at most 5 points; only
-    vision / projector change."""
+    retain budget: ≥ 0.65; the style on the base model is `make bench-sd`'s), IRA and CRA within 10 points
+    of the model edited; only text-encoder and cross-attention to_k / to_v change; the image grid drawn;
+    the judge named. VLM: FA to ≤ 0.10 (from ≥ 0.85 on the base; on v1, hana already forgotten, from
+    ≥ 0.40), utility down at most 5 points; only vision / projector change."""
     ws, name, _ = chain
     for i, rid in enumerate(CHAINS[name]):
         report = json.loads((ws.stage_dir(rid, "evaluate") / "report.json").read_text())
@@ -78,6 +79,8 @@ def test_each_request_meets_its_familys_bar_through_every_stage(chain):
         assert report["components"] and delta.params
         if name == "sd-demo-sd":
             assert list(before) == list(after) == ["ua", "ira", "cra", "ua_q8", "ua_q4"]
+            assert all(0 <= v <= 1 for v in [*before.values(), *after.values()])
+            assert report["forget"] == FORGETS[rid]
             assert before["ua"] <= 0.25 and after["ua"] >= (0.90 if i == 0 else 0.65), report
             assert after["ira"] >= before["ira"] - 0.10 and after["cra"] >= before["cra"] - 0.10, report
             assert "LabelNet" in report["judge"]  # the model's own classifier (carried by each version's folder)

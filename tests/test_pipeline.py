@@ -53,8 +53,10 @@ def test_first_run_forgets_and_records_everything(ws, first):
     report = first["report"]
     assert first["stages_run"] == list(STAGES)
     assert set(report) == UNLEARN_KEYS | {"mlflow_run_id", "model_version"}
-    assert report["before"]["fa1"] >= 0.8 and report["after"]["fa1"] <= 0.10
-    assert report["before"]["utility"] - report["after"]["utility"] <= 0.03
+    before, after = report["before"], report["after"]  # the bar of tests/test_forgetting.py
+    assert before["fa1"] >= 0.9 and after["fa1"] <= 0.10 and after["fa1_q4"] <= 0.15
+    assert before["utility"] - after["utility"] <= 0.03 and after["stability"] >= 0.9
+    assert 1 <= len(report["components"]) <= 12
     assert {f"{s}@{REQUEST}" for s in STAGES} <= set(lock(ws))
 
     c = client(ws)

@@ -1,6 +1,6 @@
-"""Scale-out on a real engine: `prefect server`, a process work pool and worker, three requests as
-deployment runs into one workspace; all complete and none clobbers another. Concurrency: two
-requests on different models as flow runs at the same time give what they give one after another."""
+"""Scale-out on a real engine: `prefect server`, a process work pool and worker, two requests on
+different models as deployment runs at the same time into one workspace: both complete, none
+clobbers another, and each gives what it gives alone (`razor run`, one after another)."""
 
 import json
 import os
@@ -27,7 +27,6 @@ from tests.workspace import ROOT, make_workspace, small_params
 pytestmark = pytest.mark.stack
 
 PARAMS = small_params()
-REQUESTS = {"scale-star": "object, label: star", "scale-dotted": "style, label: dotted", "scale-hana": "identity, label: hana"}
 
 
 def free_port() -> int:
@@ -62,102 +61,91 @@ def server(tmp_path):
         stop(proc)
 
 
-def test_three_requests_as_deployment_runs_on_a_worker(server, tmp_path, demo_manifest):
-    ws = make_workspace(tmp_path / "ws", params=PARAMS, requests=False)
-    assert prefect(server, "work-pool", "create", "razor-pool", "--type", "process").returncode == 0
+REQUESTS = {"scale-star": ("demo", "object, label: star", None),
+            "scale-hana": ("models/demo-b", "identity, label: hana", "world.parquet")}
+
+
+def workspace(path: Path, world) -> Path:
+    """A workspace at small sets with a second model (a copy of the demo's) and the world embedded as its data."""
+    ws = make_workspace(path, params=PARAMS, requests=False)
+    shutil.copytree(ROOT / "razor/demo/model", ws / "data/models/demo-b")
+    write_manifest([dict(r, image=world.image_bytes(r)) for r in world.rows], ws / "data/world.parquet", world.axes,
+                   world.prompts, labels=world.labels())
+    return ws
+
+
+def deployment_runs(env, ws: Path, requests: list[Path], log: Path) -> None:
+    """The unlearn flow deployed to a process work pool, each request a deployment run that one worker
+    picks up (all at once), into the same workspace; every run must complete."""
+    assert prefect(env, "work-pool", "create", "razor-pool", "--type", "process").returncode == 0
     deploy = ("from prefect import flow\n"
               f"flow.from_source(source={str(ROOT)!r}, entrypoint='flows/unlearn.py:unlearn')"
               ".deploy(name='unlearn', work_pool_name='razor-pool')\n")
-    out = subprocess.run([sys.executable, "-c", deploy], env=server, capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run([sys.executable, "-c", deploy], env=env, capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
-    for rid, concept in REQUESTS.items():
-        (tmp_path / f"{rid}.yaml").write_text(f"id: {rid}\nmodel: demo\nconcept: {{kind: {concept}}}\nmethod: slug\n")
-    worker_log = open(tmp_path / "worker.log", "w")
-    worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "razor-pool"], env=server,
-                              stdout=worker_log, stderr=subprocess.STDOUT, start_new_session=True)
+    worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "razor-pool"], env=env,
+                              stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         ids = []
-        for rid in REQUESTS:
-            out = prefect(server, "deployment", "run", "razor-unlearn/unlearn", "-p", f"request={tmp_path / f'{rid}.yaml'}",
-                          "-p", f"workspace={ws}")
+        for path in requests:
+            out = prefect(env, "deployment", "run", "razor-unlearn/unlearn", "-p", f"request={path}", "-p", f"workspace={ws}")
             assert out.returncode == 0, out.stderr[-2000:]
             ids.append(next(w for w in out.stdout.split() if len(w) == 36 and w.count("-") == 4))
         states = {}
         for _ in range(180):
-            states = {i: flow_run_state(server, i) for i in ids}
+            states = {i: flow_run_state(env, i) for i in ids}
             if all(s in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") for s in states.values()):
                 break
             time.sleep(5)
-        assert set(states.values()) == {"COMPLETED"}, (states, (tmp_path / "worker.log").read_text()[-4000:])
+        assert set(states.values()) == {"COMPLETED"}, (states, log.read_text()[-4000:])
     finally:
         stop(worker)
 
-    lock = yaml.safe_load((ws / "dvc.lock").read_text())["stages"]
-    mlflow.set_tracking_uri(f"sqlite:///{ws / 'mlflow.db'}")
-    client = MlflowClient()
-    for rid in REQUESTS:
-        assert {f"{s}@{rid}" for s in STAGES} <= set(lock)
-        report = (ws / "data/runs" / rid / "evaluate" / "report.json")
-        assert report.is_file() and yaml.safe_load(report.read_text())["method"] == "slug"
-        assert client.search_runs([client.get_experiment_by_name("razor").experiment_id],
-                                  f"tags.`razor.request` = '{rid}' and tags.mlflow.runName = '{rid}'")
-    assert sorted(yaml.safe_load((ws / "params.yaml").read_text())["requests"]) == sorted(REQUESTS)
-    versions = client.search_model_versions("name = 'clip-demo'")
-    assert sorted(v.tags["razor.request"] for v in versions) == sorted(REQUESTS)
+
+def razor_runs(env, ws: Path, requests: list[Path]) -> None:
+    """`razor run` each request file against the server in `env`, one after another."""
+    for p in requests:
+        out = subprocess.run([shutil.which("razor", path=env["PATH"]), "run", str(p), "--workspace", str(ws), "--json"],
+                             env=env, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert json.loads(out.stdout.strip().splitlines()[-1])["model_version"] == "1"  # each model its own registry entry
 
 
-CONCURRENT = {"conc-star": ("demo", "object, label: star", None),
-              "conc-hana": ("models/demo-b", "identity, label: hana", "world.parquet")}
-
-
-def razor_runs(env, ws, requests: list, together: bool) -> dict:
-    """`razor run` each request file against the server in `env`, all at once or one after another."""
-    cmd = [shutil.which("razor", path=env["PATH"]), "run", "--workspace", str(ws), "--json"]
-    results = {}
-    if together:
-        procs = {p: subprocess.Popen([*cmd[:2], str(p), *cmd[2:]], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True) for p in requests}
-        outs = {p: proc.communicate() + (proc.returncode,) for p, proc in procs.items()}
-    else:
-        outs = {}
-        for p in requests:
-            out = subprocess.run([*cmd[:2], str(p), *cmd[2:]], env=env, capture_output=True, text=True)
-            outs[p] = (out.stdout, out.stderr, out.returncode)
-    for p, (stdout, stderr, rc) in outs.items():
-        assert rc == 0, stderr[-3000:]
-        results[p.stem] = json.loads(stdout.strip().splitlines()[-1])
-    return results
-
-
-def test_two_requests_on_different_models_at_once_equal_sequential_runs(server, tmp_path, demo_manifest):
+def test_requests_as_deployment_runs_at_once_on_a_worker_equal_sequential_runs(server, tmp_path, demo_manifest):
+    """Two requests on different models (the demo and a copy with data of its own), as deployment runs a
+    worker runs at the same time into one workspace: both complete, neither clobbers the other, and each
+    gives exactly what `razor run` gives for it alone in a workspace of its own."""
     requests = []
-    for rid, (model, concept, data) in CONCURRENT.items():
+    for rid, (model, concept, data) in REQUESTS.items():
         requests.append(tmp_path / f"{rid}.yaml")
         requests[-1].write_text(f"id: {rid}\nmodel: {model}\nconcept: {{kind: {concept}}}\nmethod: slug\n"
                                 + (f"forget_data: {data}\n" if data else ""))
-    world = read_manifest(demo_manifest, verify=False)  # a model other than demo names its data: the world, embedded
-    rows = [dict(r, image=world.image_bytes(r)) for r in world.rows]
-    spaces = {}
-    for mode in ("together", "sequential"):
-        ws = spaces[mode] = make_workspace(tmp_path / mode, params=PARAMS, requests=False)
-        shutil.copytree(ROOT / "razor/demo/model", ws / "data/models/demo-b")
-        write_manifest(rows, ws / "data/world.parquet", world.axes, world.prompts, labels=world.labels())
-        reports = razor_runs(server, ws, requests, together=mode == "together")
-        assert {r["model_version"] for r in reports.values()} == {"1"}  # each request its own registered model
-    for rid in CONCURRENT:
-        runs = [spaces[m] / "data/runs" / rid for m in ("together", "sequential")]
+    world = read_manifest(demo_manifest, verify=False)
+    together, sequential = workspace(tmp_path / "together", world), workspace(tmp_path / "sequential", world)
+    deployment_runs(server, together, requests, tmp_path / "worker.log")
+    razor_runs(server, sequential, requests)
+
+    lock = yaml.safe_load((together / "dvc.lock").read_text())["stages"]
+    mlflow.set_tracking_uri(f"sqlite:///{together / 'mlflow.db'}")
+    client = MlflowClient()
+    for rid in REQUESTS:
+        assert {f"{s}@{rid}" for s in STAGES} <= set(lock)
+        runs = [ws / "data/runs" / rid for ws in (together, sequential)]
+        assert yaml.safe_load((runs[0] / "evaluate" / "report.json").read_text())["method"] == "slug"
+        assert client.search_runs([client.get_experiment_by_name("razor").experiment_id],
+                                  f"tags.`razor.request` = '{rid}' and tags.mlflow.runName = '{rid}'")
         deltas = [Delta.load(r / "edit/delta.safetensors") for r in runs]  # meta["base"] names each workspace's model
         assert deltas[0].slices == deltas[1].slices and deltas[0].edited_sha256 == deltas[1].edited_sha256
         assert all(torch.equal(a, b) for a, b in zip(deltas[0].values, deltas[1].values))
         after = [json.loads((r / "evaluate/report.json").read_text())["after"] for r in runs]
         assert after[0] == after[1]
         assert not [p for p in runs[0].rglob(".*") if p.name != ".gitignore"]  # no temporary left behind
-    mlflow.set_tracking_uri(f"sqlite:///{spaces['together'] / 'mlflow.db'}")
-    client = MlflowClient()
+    assert sorted(yaml.safe_load((together / "params.yaml").read_text())["requests"]) == sorted(REQUESTS)
     parents = client.search_runs([client.get_experiment_by_name("razor").experiment_id], "tags.`razor.request` != ''")
-    assert sorted(r.data.tags["razor.request"] for r in parents if "mlflow.parentRunId" not in r.data.tags) == sorted(CONCURRENT)
-    names = {v.name for v in client.search_model_versions("")}
-    assert names == {"clip-demo", "clip-models-demo-b"}
+    assert sorted(r.data.tags["razor.request"] for r in parents if "mlflow.parentRunId" not in r.data.tags) == sorted(REQUESTS)
+    versions = client.search_model_versions("")
+    assert sorted((v.name, v.tags["razor.request"]) for v in versions) == [("clip-demo", "scale-star"),
+                                                                          ("clip-models-demo-b", "scale-hana")]
 
 
 def stop(proc: subprocess.Popen) -> None:

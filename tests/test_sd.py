@@ -12,7 +12,6 @@ from razor.demo.sd import unet_config
 from razor.errors import DataError, ModelError, RazorError
 from razor.families import load_model
 from razor.families.sd.adapter import SdAdapter, save_sd
-from tests.workspace import make_workspace
 
 
 @pytest.fixture(scope="module")
@@ -282,26 +281,6 @@ def test_the_demo_sd_model_draws_prompts_its_classifier_recognises():
     assert sum(f.stat().st_size for f in DEMO_SD.rglob("*") if f.is_file()) < 20e6
     with pytest.raises(DataError, match="cannot label styles:sketchy"):
         classifier_for(adapter.source, {"styles": ["sketchy"], "objects": ["star"]}, {})
-
-
-@pytest.mark.stack
-@pytest.mark.parametrize("request_id, forget", [("demo-sd-style-noisy", "styles:noisy")])  # the object: test_governance_families
-def test_the_pipeline_erases_a_demo_sd_request(request_id, forget, tmp_path, prefect_server):
-    """Through every stage: UA rises from ≤ 0.25 to ≥ 0.90 (UnlearnCanvas's bar), IRA and CRA stay within
-    10 points of the base model's; only text-encoder and cross-attention to_k / to_v change."""
-    ws = make_workspace(tmp_path / "ws")
-    out = CliRunner().invoke(main, ["run", str(ws / f"data/requests/{request_id}.yaml"), "--workspace", str(ws), "--json"])
-    assert out.exit_code == 0, out.output
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    before, after = result["before"], result["after"]
-    assert list(before) == list(after) == ["ua", "ira", "cra", "ua_q8", "ua_q4"]
-    assert all(0 <= v <= 1 for v in [*before.values(), *after.values()])
-    assert result["forget"] == forget and before["ua"] <= 0.25 and after["ua"] >= 0.90, result
-    assert after["ira"] >= before["ira"] - 0.10 and after["cra"] >= before["cra"] - 0.10, result
-    assert result["components"] and all(c.startswith(("text.", "xattn.")) for c in result["components"])
-    delta = Delta.load(ws / f"data/runs/{request_id}/edit/delta.safetensors")
-    assert all(n.startswith("text_encoder.") or n.endswith((".attn2.to_k.weight", ".attn2.to_v.weight")) for n in delta.params)
-    assert (ws / f"data/runs/{request_id}/plots/image_grid.png").is_file()
 
 
 def test_the_retain_curvature_is_the_second_moment_of_what_each_weight_reads_on_the_retain_set(tiny_task):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from tqdm import tqdm
@@ -16,25 +19,31 @@ SIZES = {"train": (120, 600), "val": (8, 50), "test": (8, 50)}  # (shapes per ob
 
 
 def build(out: str | Path, seed: int = 0, sizes: dict = SIZES) -> Path:
-    """Generate every split into `out` (atomically: the folder appears complete or not at all)."""
+    """Generate every split into `out` (atomically: the folder appears complete or not at all), the
+    images drawn by one process per core (each image depends only on its seed, index and label)."""
     out = Path(out)
     with atomic_dir(out, "manifest.parquet") as tmp:
-        rows = []
-        todo = [(split, *item) for split, (s, f) in sizes.items() for item in world.plan(split, seed, s, f)]
-        for split, index, kind, label in tqdm(todo, desc="demo world", unit="img", leave=False):
-            smp = world.sample(seed, index, kind, label)
-            rel = f"{split}/{index:08d}.png"
-            (tmp / split).mkdir(exist_ok=True)
-            smp.image.save(tmp / rel)
-            rows.append(dict(
-                item_id=f"{split}-{index:08d}", path=rel, label=smp.identity or smp.object,
-                caption=smp.caption, split=split,
-                sha256=hashlib.sha256((tmp / rel).read_bytes()).hexdigest(),
-                objects=smp.object, styles=smp.style, identities=smp.identity,
-            ))
+        for split in sizes:
+            (tmp / split).mkdir()
+        todo = [(tmp, seed, split, *item) for split, (s, f) in sizes.items() for item in world.plan(split, seed, s, f)]
+        workers = os.cpu_count() or 1
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            rows = list(tqdm(pool.map(_draw, todo, chunksize=256), total=len(todo), desc="demo world", unit="img",
+                             leave=False))
         write_manifest(rows, tmp / "manifest.parquet", axes=world.AXES, prompts=world.LABEL_PROMPTS,
                        templates=world.TEMPLATES)
     return out / "manifest.parquet"
+
+
+def _draw(job: tuple) -> dict:
+    """One image written under its split; its manifest row."""
+    root, seed, split, index, kind, label = job
+    smp = world.sample(seed, index, kind, label)
+    rel = f"{split}/{index:08d}.png"
+    smp.image.save(root / rel)
+    return dict(item_id=f"{split}-{index:08d}", path=rel, label=smp.identity or smp.object, caption=smp.caption,
+                split=split, sha256=hashlib.sha256((root / rel).read_bytes()).hexdigest(),
+                objects=smp.object, styles=smp.style, identities=smp.identity)
 
 
 def demo_manifest(seed: int = 0) -> Path:
