@@ -10,8 +10,10 @@ Each run is one `razor unlearn --json` process whose report is written, whole or
 benchmarks/results/sweep/runs/<family>/<axis>-<label>--<method>.json; a run whose file exists is
 skipped, so a killed sweep resumes where it stopped. Then table.md (every run, each bound ✓/✗),
 summary.json and one plot per family (utility drop and stability against FA, per label and method).
+`--search predict` runs RAZOR and SLUG with that step search (`search` in razor/config.py) and writes
+to benchmarks/results/sweep-predict/ instead.
 Usage: python benchmarks/sweep.py [--families clip,vlm,sd] [--methods razor,slug] [--labels star,hana]
-                                  [--report]  (only rebuild the table and plots from the saved runs)
+                                  [--search bisect|predict] [--report]  (only rebuild the table and plots)
 """
 
 from __future__ import annotations
@@ -58,11 +60,15 @@ def path_of(fam: str, request: str, method: str) -> Path:
     return OUT / "runs" / fam / f"{request.replace(':', '-')}--{method}.json"
 
 
-def run_all(runs: list[tuple[str, str, str]]) -> None:
+SEARCHED = ("razor", "slug")  # the methods with a step search
+
+
+def run_all(runs: list[tuple[str, str, str]], search: str) -> None:
     todo = [r for r in runs if not path_of(*r).is_file()]
     print(f"{len(runs) - len(todo)} of {len(runs)} runs already done; running {len(todo)}")
     for fam, request, method in tqdm(todo, desc="sweep", unit="run"):
-        report = unlearn_json(request, method, FAMILIES[fam][0])
+        params = [f"search={search}"] if method in SEARCHED and search != "bisect" else []
+        report = unlearn_json(request, method, FAMILIES[fam][0], params)
         if "failed" in report:
             tqdm.write(f"{fam} {request} {method}: failed: {report['failed']}")
             continue
@@ -208,15 +214,20 @@ def main() -> None:
     ap.add_argument("--families", default=",".join(FAMILIES))
     ap.add_argument("--methods", help="only these methods (comma-separated)")
     ap.add_argument("--labels", help="only these labels (comma-separated)")
+    ap.add_argument("--search", choices=("bisect", "predict"), default="bisect", help="RAZOR's and SLUG's step search")
     ap.add_argument("--report", action="store_true", help="rebuild the table and plots from the saved runs only")
     args = ap.parse_args()
+    global OUT, TUNING
+    if args.search != "bisect":
+        OUT = OUT.with_name(f"sweep-{args.search}")
+        TUNING += f"; RAZOR and SLUG with search: {args.search}"
     families = args.families.split(",")
     unknown = set(families) - set(FAMILIES)
     if unknown:
         ap.error(f"unknown families {', '.join(sorted(unknown))}; choose from {', '.join(FAMILIES)}")
     if not args.report:
         run_all(plan(families, set(args.methods.split(",")) if args.methods else None,
-                     set(args.labels.split(",")) if args.labels else None))
+                     set(args.labels.split(",")) if args.labels else None), args.search)
     report({f: rs for f, rs in load().items() if f in families})
 
 

@@ -38,6 +38,11 @@ class SearchParams(TargetParams):
     robust_bits: int | None = Field(4, ge=2, le=8, description="(ours) a step meets the target only if it also does after this quantisation")
     keep_forgotten: bool = Field(True, description="(ours) refuse a step that brings a concept the model already forgot "
                                  "above forget_target on its val items")
+    search: Literal["bisect", "predict"] = Field(
+        "bisect", description="(ours) how the step search finds η. bisect: double or halve from SLUG's start, then "
+        "bisect to within 10 %, every candidate of a round searched and the best kept. predict: each step predicted "
+        "from the forget items' margins (secant / regula falsi on FA's gap to the target), the quantised check on the "
+        "chosen step only, candidates probed once and searched in order of promise until one steps (razor/editing.py)")
 
 
 class ObjectiveParams(Params):

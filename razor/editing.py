@@ -60,19 +60,31 @@ def set_step(c: Component, params: dict, origin: dict, direction: dict, eta: flo
             s.index(params[s.param]).copy_(value if eta == 0 else value + eta * s.index(direction[s.param]))
 
 
+def _short(t: dict) -> bool:
+    """A trial that needs a larger step: within budget and short of the target, or met but not after quantisation."""
+    return (t["ok"] and not t["met"]) or t.get("quantized_short", False)
+
+
+def _enough(t: dict) -> bool:
+    """A trial no larger step improves on: it meets the target, or it overshoots the retain budget."""
+    return t["met"] or not (t["ok"] or t.get("quantized_short", False))
+
+
 def step_search(probe: Probe, c: Component, params: dict, direction: dict, base: Measure,
-                p: SearchParams) -> tuple[float, Measure, list[dict]]:
+                p: SearchParams, seed: tuple[float, Measure] | None = None) -> tuple[float, Measure, list[dict]]:
     """The step η for one component: the smallest that meets the forget target (also after
-    `robust_bits` quantisation) within the whole retain tolerance; otherwise the best forget
-    gain − κ·retain loss within this edit's share of what remains. Leaves the model edited
-    by the chosen η (0: unchanged). Retain is measured as agreement with θ0's predictions; with
+    `robust_bits` quantisation, `Measure.holds`) within the whole retain tolerance; otherwise the best
+    forget gain − κ·retain loss within this edit's share of what remains. Leaves the model edited by
+    the chosen η (0: unchanged). Retain is measured as agreement with θ0's predictions; with
     `keep_forgotten`, a step that lets an earlier forgotten concept back above the target is out of bounds.
 
-    The quantised check runs on the first step found to meet the target (where it fails, the
-    search goes above it); below a step that passed, the bracket is narrowed to within 10 % on the
-    unquantised model, and only its smallest met step is checked again (where it fails, the search
-    goes on above it). Where nothing meets the target and a larger step no longer lowers the concept's
-    probability, the search stops: the best trade-off lies below."""
+    `search: predict`: each next step is predicted from the probes so far (`_next_eta`); the quantised
+    check (`Measure.holds`) runs on the chosen step only; where it fails, the search goes on above it,
+    or takes the smallest larger step that passed it. `search: bisect`: doubling, halving and geometric
+    bisection to within 10 % (`_bisect_eta`); the quantised check (FA within the target) runs on the
+    first met step at once and on the smallest met one at the end. Where nothing meets the target and a
+    larger step no longer lowers the concept's probability, the search stops. `seed`: a step already
+    measured along this direction (η, its measure), taken as the first probe."""
     origin = {n: params[n].detach().clone() for n in c.params}
     start = probe.current
     spent = max(0.0, base.retain - start.retain)
@@ -82,40 +94,45 @@ def step_search(probe: Probe, c: Component, params: dict, direction: dict, base:
     if d == 0 or not math.isfinite(d):
         return 0.0, start, []
     tried: list[dict] = []
+    predict = p.search == "predict"
 
     def within(m: Measure, budget: float) -> bool:
         return base.retain - m.retain <= budget + 1e-9 and m.kept_fa <= kept_limit + 1e-9
 
-    def stalled(up: dict | None) -> bool:
+    def record(eta: float, m: Measure) -> None:
+        met = m.fa <= p.forget_target
+        ok = within(m, p.retain_tolerance if met else partial_budget)
+        tried.append(dict(eta=eta, met=met and ok, ok=ok, measure=m, quantized_fa={}))
+
+    def stalled() -> bool:
         """Nothing met, and a smaller step left the concept less likely than the largest one within budget."""
-        return (up is not None and not any(t["met"] for t in tried)
+        up = max((t for t in tried if t["ok"] and not t["met"]), key=lambda t: t["eta"], default=None)
+        return (up is not None and not any(t["met"] or (predict and t.get("quantized_short")) for t in tried)
                 and any(t["ok"] and t["eta"] < up["eta"] and t["measure"].concept_p <= up["measure"].concept_p for t in tried))
 
     def robust(t: dict) -> bool:
-        """The quantised check of a met trial; where it fails, the target needs a larger step (within
-        this edit's share, a partial one)."""
+        """The quantised check of a met trial; where it fails, the target needs a larger step."""
         set_step(c, params, origin, direction, t["eta"])
-        t["quantized_fa"][p.robust_bits] = probe.trial_quantized(p.robust_bits).fa
-        if t["quantized_fa"][p.robust_bits] > p.forget_target:
-            t["met"], t["ok"] = False, within(t["measure"], partial_budget)
+        q = t["quantized_fa"][p.robust_bits] = probe.trial_quantized(p.robust_bits).fa
+        if not (t["measure"].holds(q, p.forget_target) if predict else q <= p.forget_target):
+            t["met"], t["ok"], t["quantized_short"] = False, within(t["measure"], partial_budget), predict
         return t["met"]
 
+    if seed is not None:
+        record(*seed)
     while True:
-        up = max((t for t in tried if t["ok"] and not t["met"]), key=lambda t: t["eta"], default=None)  # needs more
-        down = min((t for t in tried if t["met"] or not t["ok"]), key=lambda t: t["eta"], default=None)  # enough, or too far
-        if len(tried) < p.probes and not (up and down and down["eta"] / up["eta"] < 1.1 or stalled(up)):
-            eta = (math.sqrt(up["eta"] * down["eta"]) if up and down else
-                   down["eta"] / 2 if down else up["eta"] * 2 if up else w / d / 10)
-            set_step(c, params, origin, direction, eta)
-            m = probe.trial(c)
-            met = m.fa <= p.forget_target
-            ok = within(m, p.retain_tolerance if met else partial_budget)
-            tried.append(dict(eta=eta, met=met and ok, ok=ok, measure=m, quantized_fa={}))
-            if tried[-1]["met"] and p.robust_bits and not any(t["met"] and t["quantized_fa"] for t in tried[:-1]):
-                robust(tried[-1])  # the first met step is checked at once: below a failed one, none would pass
-            continue
+        if len(tried) < p.probes and not stalled():
+            eta = _next_eta(tried, start, p.forget_target, w / d / 10) if predict else _bisect_eta(tried, w / d / 10)
+            if eta is not None:
+                set_step(c, params, origin, direction, eta)
+                record(eta, probe.trial(c))
+                if not predict and tried[-1]["met"] and p.robust_bits and not any(t["met"] and t["quantized_fa"] for t in tried[:-1]):
+                    robust(tried[-1])  # the first met step at once: below a failed one, none would pass
+                continue
         first = min((t for t in tried if t["met"]), key=lambda t: t["eta"], default=None)
         if first is None or not p.robust_bits or first["quantized_fa"] or robust(first):
+            break
+        if predict and any(t["met"] and t["quantized_fa"] for t in tried):  # a larger step held: each further check costs a whole-model probe
             break
     wins = [t for t in tried if t["met"]]
     if wins:
@@ -132,6 +149,54 @@ def step_search(probe: Probe, c: Component, params: dict, direction: dict, base:
             return 0.0, start, tried
     set_step(c, params, origin, direction, best["eta"])
     return best["eta"], best["measure"], tried
+
+
+def _bisect_eta(tried: list[dict], first: float) -> float | None:
+    """`search: bisect`'s next step: double or halve from the first, then bisect geometrically; None once
+    the smallest step that is enough (met, or over the budget) is within 10 % of the largest short one."""
+    up = max((t for t in tried if t["ok"] and not t["met"]), key=lambda t: t["eta"], default=None)
+    down = min((t for t in tried if t["met"] or not t["ok"]), key=lambda t: t["eta"], default=None)
+    if up and down and down["eta"] / up["eta"] < 1.1:
+        return None
+    return (math.sqrt(up["eta"] * down["eta"]) if up and down else
+            down["eta"] / 2 if down else up["eta"] * 2 if up else first)
+
+
+def _next_eta(tried: list[dict], start: Measure, target: float, first: float) -> float | None:
+    """The next step to probe, or None once the bracket is narrow: within 10 % around the smallest met
+    step, within 25 % below a step that overshoots the retain budget without meeting the target (a
+    partial step needs less precision). `up`: the largest step that needs more; `down`: the smallest
+    that meets the target or overshoots. Where the probes give margins, FA's gap to the target is
+    taken as linear in η through the two nearest probes (η = 0: the start) and the next step aims
+    5 % past its root, kept inside the bracket; otherwise the bracket is bisected (geometrically)."""
+    if not tried:
+        return first
+    up = max(filter(_short, tried), key=lambda t: t["eta"], default=None)
+    down = min(filter(_enough, tried), key=lambda t: t["eta"], default=None)
+    if up and down and down["eta"] / up["eta"] < (1.1 if down["met"] else 1.25):
+        return None
+
+    def gap(t: dict | None) -> float | None:  # η = 0 (t None) is the start; a step short only quantised has none
+        return None if t is not None and t.get("quantized_short") else (start if t is None else t["measure"]).gap(target)
+
+    def root(a: dict | None, b: dict) -> float | None:
+        """Where the gap, linear through a (None: η = 0) and b, reaches 0 (None where it does not fall)."""
+        ga, gb, ea = gap(a), gap(b), 0.0 if a is None else a["eta"]
+        if ga is None or gb is None or not (math.isfinite(ga) and math.isfinite(gb)) or gb >= ga:
+            return None
+        return ea + (b["eta"] - ea) * ga / (ga - gb)
+
+    if down:
+        guess = root(up, down) if down["met"] else None
+        if up is None:
+            return min(max(1.05 * guess if guess else down["eta"] / 2, down["eta"] / 8), down["eta"] / 1.1)
+        lo, hi = up["eta"], down["eta"]
+        if guess is None:
+            return math.sqrt(lo * hi)
+        return min(max(1.05 * guess, lo * (hi / lo) ** 0.2), hi * (lo / hi) ** 0.2)
+    below = max((t for t in tried if _short(t) and t["eta"] < up["eta"]), key=lambda t: t["eta"], default=None)
+    guess = root(below, up)
+    return min(max(1.05 * guess, 1.25 * up["eta"]), 8 * up["eta"]) if guess else 2 * up["eta"]
 
 
 def direction(c_names: list[str], g_f: dict, g_r: dict, g_m: dict | None, p: EditParams) -> dict:
@@ -244,16 +309,19 @@ def edit(task, p: EditParams, ranking: Ranking, probe: Probe, frozen: list[torch
                 g_f, g_r = task.forget_gradient(names, p.kept_weight), task.retain_gradient(names)
             scores = ratio_scores(list(comps.values()), params, g_f, g_r, rp.alpha, rp.alignment, rp.normalize)
         score_of = {s["component"]: s for s in scores}
-        if r == 0:
+        ranked = [s["component"] for s in sorted(scores, key=lambda s: -s["score"]) if s["component"] not in edited]
+        several = r == 0 and (len(ranking.selection) > 1 or p.search == "bisect")
+        if several:  # the initial selection, each edited in turn
             d = toward([comps[n] for n in ranking.selection])
             steps = [lambda c=comps[n]: (c, *step_search(probe, c, params, d[c.name], m0, p)) for n in ranking.selection]
-        else:
-            ranked = [s["component"] for s in sorted(scores, key=lambda s: -s["score"]) if s["component"] not in edited]
+        else:  # the selection (later rounds: the top component) and the next ones, `candidates` in all
             if not ranked:
                 break
-            shortlist = [comps[n] for n in ranked[: p.candidates]]
+            head = ranking.selection if r == 0 else ranked[:1]
+            shortlist = [comps[n] for n in dict.fromkeys([*head, *ranked])][: p.candidates]
             d = toward(shortlist)
-            steps = [lambda: _best_candidate(probe, shortlist, params, d, m0, p)]
+            choose = _first_promising if p.search == "predict" else _best_candidate
+            steps = [lambda: choose(probe, shortlist, params, d, m0, p)]
         if p.mode == "one_step":
             g_f = g_r = None  # the next round computes its own; the step search needs only d
         for run in steps:
@@ -273,7 +341,7 @@ def edit(task, p: EditParams, ranking: Ranking, probe: Probe, frozen: list[torch
                                kept_fa_val=now.kept_fa, met=met))
         bar.update(1)
         bar.set_postfix(fa=f"{probe.current.fa:.2f}", retain=f"{probe.current.retain:.3f}")
-        if probe.met(p) or (r > 0 and eta == 0):
+        if probe.met(p) or (eta == 0 and not several):
             break  # met, or no candidate could step: the next round would see the same model
     bar.close()
     delta = Delta.from_edit(base, params, [comps[n] for n in edited],
@@ -283,7 +351,8 @@ def edit(task, p: EditParams, ranking: Ranking, probe: Probe, frozen: list[torch
 
 def _best_candidate(probe: Probe, candidates: list[Component], params: dict, d: dict[str, dict], m0: Measure,
                     p: SearchParams):
-    """(ours) Search each candidate's step (`d`: its direction by name); apply the one that leaves the best model."""
+    """(ours, `search: bisect`) Search each candidate's step (`d`: its direction by name); apply the one
+    that leaves the best model (met first, then κ·retain − the concept's probability)."""
     found = []
     for c in candidates:
         origin = {n: params[n].detach().clone() for n in c.params}
@@ -295,3 +364,39 @@ def _best_candidate(probe: Probe, candidates: list[Component], params: dict, d: 
     _, c, origin, eta, m, tried = max(found, key=lambda f: f[0])
     set_step(c, params, origin, d[c.name], eta)
     return c, eta, m, tried
+
+
+def _first_promising(probe: Probe, candidates: list[Component], params: dict, d: dict[str, dict], m0: Measure,
+                     p: SearchParams):
+    """(ours, `search: predict`) The round's component: each candidate (`d`: its direction by name) is probed once at its
+    opening step ‖θ_c‖/‖d_c‖/10, then searched from there in order of promise (`_efficiency`); the
+    first whose search finds a step is applied."""
+    start = probe.current
+    opened = []
+    for c in candidates:
+        w, n = c.flat(params).norm().item(), c.flat(d[c.name]).norm().item()
+        if n == 0 or not math.isfinite(n):
+            continue
+        origin = {k: params[k].detach().clone() for k in c.params}
+        set_step(c, params, origin, d[c.name], w / n / 10)
+        m = probe.trial(c)
+        set_step(c, params, origin, d[c.name], 0.0)
+        opened.append((_efficiency(start, m, m0, p), c, (w / n / 10, m)))
+    for _, c, seed in sorted(opened, key=lambda o: o[0], reverse=True):
+        eta, m, tried = step_search(probe, c, params, d[c.name], m0, p, seed)
+        if eta > 0:
+            return c, eta, m, tried
+    return candidates[0], 0.0, start, []
+
+
+def _efficiency(start: Measure, m: Measure, base: Measure, p: SearchParams) -> tuple[bool, float]:
+    """How promising an opening step from `start` to `m` is: whether it already meets the target within
+    the retain tolerance, then forget progress per retain lost (at least 1 % counted): FA's gap to the
+    target where the probe gives margins, else the concept's probability. A step that lets a forgotten
+    concept back ranks last."""
+    if p.keep_forgotten and m.kept_fa > max(p.forget_target, start.kept_fa) + 1e-9:
+        return False, -math.inf
+    g0, g1 = start.gap(p.forget_target), m.gap(p.forget_target)
+    progress = g0 - g1 if g0 is not None and g1 is not None and math.isfinite(g0 - g1) else start.concept_p - m.concept_p
+    met = m.fa <= p.forget_target and base.retain - m.retain <= p.retain_tolerance + 1e-9
+    return met, progress / max(start.retain - m.retain, 0.01)

@@ -21,14 +21,20 @@ def items(share: float) -> float:
 class Scripted(Probe):
     """Measures that are functions of the step: FA (in items), the concept's probability (FA unless
     given) and retain (`cost` lost per unit step); the quantised model behaves as if the step were
-    `keep` times as large (quantisation undoes a part of it)."""
+    `keep` times as large (quantisation undoes a part of it). With `margins`, item i's margin is
+    (i + ½)/N − step, and FA counts the items whose margin is above 0."""
 
-    def __init__(self, params, fa=lambda s: items(1 - s), concept_p=None, cost=0.02, keep=1.0):
+    def __init__(self, params, fa=lambda s: items(1 - s), concept_p=None, cost=0.02, keep=1.0, margins=False):
         super().__init__(task=None)
         self.params, self.fa, self.concept_p, self.cost, self.keep = params, fa, concept_p or fa, cost, keep
+        self.margins = margins
         self.current = self.measure()
 
     def at(self, step: float) -> Measure:
+        if self.margins:
+            ms = tuple((i + 0.5) / N - step for i in range(N))
+            fa = sum(m > 0 for m in ms) / N
+            return Measure(fa, fa, items(1 - self.cost * step), 0.9, margins=ms)
         return Measure(self.fa(step), self.concept_p(step), items(1 - self.cost * step), 0.9)
 
     def measure(self, component=None):
@@ -44,15 +50,15 @@ class Scripted(Probe):
 
 def search(probe, **kw):
     params = probe.params
-    p = SearchParams(**{"forget_target": 0.05, "retain_tolerance": 0.06, "probes": 10, **kw})
+    p = SearchParams(**{"forget_target": 0.05, "retain_tolerance": 0.06, "probes": 10, "search": "predict", **kw})
     eta, m, tried = step_search(probe, C, params, {"w": torch.ones(1, dtype=torch.float64)}, probe.current, p)
     assert params["w"].item() == 1.0 + eta  # the model is left at the chosen step
     return eta, m, tried
 
 
-def test_the_smallest_step_that_meets_the_target_is_found_and_checked_quantised_with_the_first_found():
+def test_bisect_finds_the_smallest_met_step_and_checks_it_quantised_with_the_first_found():
     probe = Scripted({"w": torch.ones(1, dtype=torch.float64)})
-    eta, m, tried = search(probe)
+    eta, m, tried = search(probe, search="bisect")
     smallest = 1 - 3 / N  # FA 3/64 ≤ 0.05 from here on
     assert m.fa <= 0.05 and smallest <= eta <= smallest * 1.1
     checked = [t["eta"] for t in tried if t["quantized_fa"]]
@@ -61,15 +67,66 @@ def test_the_smallest_step_that_meets_the_target_is_found_and_checked_quantised_
     assert probe.counts == {"partial": 0, "full": len(tried) + 2}
 
 
-def test_a_step_that_fails_quantised_sends_the_search_above_it():
-    probe = Scripted({"w": torch.ones(1, dtype=torch.float64)}, keep=0.9)  # the quantised model forgets a tenth less
+def test_predict_brackets_the_smallest_met_step_and_checks_only_it_quantised():
+    probe = Scripted({"w": torch.ones(1, dtype=torch.float64)})  # no margins: the bracket is bisected
     eta, m, tried = search(probe)
-    assert probe.at(0.9 * eta).fa <= 0.05 and eta > 1 - 3 / N
-    failed = [t for t in tried if t["quantized_fa"] and t["quantized_fa"][4] > 0.05]
+    smallest = 1 - 3 / N  # FA 3/64 ≤ 0.05 from here on
+    assert m.fa <= 0.05 and smallest <= eta <= smallest * 1.1
+    assert [t["eta"] for t in tried if t["quantized_fa"]] == [eta]  # the chosen step only
+    assert probe.counts == {"partial": 0, "full": len(tried) + 1}
+
+
+def test_with_margins_the_gap_to_the_target_leads_to_the_smallest_met_step_in_few_probes():
+    probe = Scripted({"w": torch.ones(1, dtype=torch.float64)}, margins=True)
+    eta, m, tried = search(probe)
+    smallest = 1 - 3 / N - 0.5 / N  # the fourth-highest margin reaches 0 here
+    assert m.fa <= 0.05 and smallest <= eta <= smallest * 1.1
+    bisected = search(Scripted({"w": torch.ones(1, dtype=torch.float64)}), search="bisect")[2]
+    assert len(tried) <= 5 < len(bisected)
+
+
+def test_a_step_that_fails_quantised_sends_the_search_above_it():
+    probe = Scripted({"w": torch.ones(1, dtype=torch.float64)}, keep=0.85, margins=True)  # quantised: 15 % less step
+    eta, m, tried = search(probe)
+    assert m.holds(probe.at(0.85 * eta).fa, 0.05)
+    failed = [t for t in tried if t["quantized_fa"] and not t["measure"].holds(t["quantized_fa"][4], 0.05)]
     assert failed and all(t["eta"] < eta and not t["met"] for t in failed)
+
+
+def test_quantisation_must_keep_the_target_unless_one_item_is_already_more_than_it():
+    m = Scripted({"w": torch.ones(1, dtype=torch.float64)}, margins=True).at(1 - 3.25 / N)  # FA 3/64
+    assert m.fa == 3 / N and m.gap(0.05) < 0 < m.gap(0.04)
+    assert m.holds(3 / N, 0.05) and not m.holds(4 / N, 0.05)
+    few = Measure(0.0, 0.0, 1.0, 1.0, margins=(-1.0,) * 16)  # 16 images: one is 0.0625 > 0.05
+    assert few.holds(1 / 16, 0.05) and not few.holds(2 / 16, 0.05)
 
 
 def test_a_direction_that_makes_the_concept_more_likely_is_given_up_after_two_probes():
     probe = Scripted({"w": torch.ones(1, dtype=torch.float64)}, fa=lambda s: 1.0, concept_p=lambda s: 0.9 + s, cost=0.0)
     eta, m, tried = search(probe)
     assert eta == 0.0 and len(tried) == 2 and probe.params["w"].item() == 1.0
+
+
+class TwoWeights(Scripted):
+    """Two components that forget alike: FA from the sum of both steps, retain lost at `costs` per unit each."""
+
+    def __init__(self, costs):
+        self.costs = costs
+        super().__init__({"a": torch.ones(1, dtype=torch.float64), "b": torch.ones(1, dtype=torch.float64)}, margins=True)
+
+    def measure(self, component=None):
+        sa, sb = self.params["a"].item() - 1.0, self.params["b"].item() - 1.0
+        m = self.at(sa + sb)
+        return Measure(m.fa, m.concept_p, items(1 - self.costs[0] * sa - self.costs[1] * sb), 0.9, margins=m.margins)
+
+
+def test_a_predicted_round_searches_the_more_promising_candidate_first_and_stops_once_one_steps():
+    from razor.editing import _first_promising
+
+    probe = TwoWeights(costs=(0.16, 0.02))  # b forgets at an eighth of a's retain cost
+    a, b = Component("x.0.a", "x", 0, "a", (Slice("a"),)), Component("x.0.b", "x", 0, "b", (Slice("b"),))
+    d = {c.name: {c.params[0]: torch.ones(1, dtype=torch.float64)} for c in (a, b)}
+    p = SearchParams(forget_target=0.05, retain_tolerance=0.06, probes=10, robust_bits=None, search="predict")
+    c, eta, m, tried = _first_promising(probe, [a, b], probe.params, d, probe.current, p)
+    assert c is b and m.fa <= 0.05 and probe.params["a"].item() == 1.0 and probe.params["b"].item() == 1.0 + eta
+    assert probe.counts["full"] == 2 + len(tried) - 1  # two opening probes, then b's search (its first: the opening)

@@ -13,7 +13,7 @@ import torch
 from razor.components import Component
 from razor.families.clip.cache import PROBE_BATCH, FrozenCache, probe_pixels
 from razor.families.clip.zeroshot import label_embeddings
-from razor.probe import Measure, Probe
+from razor.probe import Measure, Probe, margins
 from razor.quantize import quantized
 
 
@@ -100,7 +100,8 @@ class ClipProbe(Probe):
                 same += (pred[has] == self.reference[axis][has]).sum().item()
                 total += int(has.sum())
                 accs.append((pred[has] == t.retain_val.label_ids[axis][has]).float().mean().item())
-        return Measure(fa, concept_p, same / max(total, 1), sum(accs) / max(len(accs), 1), self._kept_fa(kept, labels))
+        return Measure(fa, concept_p, same / max(total, 1), sum(accs) / max(len(accs), 1), self._kept_fa(kept, labels),
+                       margins(logits, t.concept_id))
 
     def _kept_fa(self, images: torch.Tensor, labels: dict[str, torch.Tensor]) -> float:
         fas = [0.0]

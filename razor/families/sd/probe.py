@@ -12,7 +12,7 @@ import torch
 
 from razor.families.sd.metrics import AXES, GUIDANCE, grid, prompts
 from razor.families.sd.task import SdTask
-from razor.probe import Measure, WholeProbe
+from razor.probe import Measure, WholeProbe, margins
 
 STEPS = 10  # DDIM steps per probe image
 FORGET_SEEDS = 2  # val draws per concept prompt
@@ -54,7 +54,8 @@ class SdProbe(WholeProbe):
         same = min((pred[x] == self.reference[x]).float().mean().item() if nr else 1.0 for x in AXES)
         accs = [(pred[x] == torch.tensor([labels[x].index(p[i]) for p in self.retain])).float().mean().item()
                 for i, x in enumerate(AXES)]
-        return Measure(fa, concept_p, same, sum(accs) / len(accs), self._kept_fa(probs, nf + nr))
+        return Measure(fa, concept_p, same, sum(accs) / len(accs), self._kept_fa(probs, nf + nr),
+                       margins(probs[t.axis][:nf].clamp_min(1e-30).log(), cid))
 
     def _kept_fa(self, probs: dict[str, torch.Tensor], start: int) -> float:
         fas = [0.0]

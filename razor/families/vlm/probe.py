@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from razor.families.vlm.task import Questions, VlmTask
-from razor.probe import Measure, WholeProbe
+from razor.probe import Measure, WholeProbe, margins
 
 PROBE_BATCH = 256
 
@@ -50,7 +50,7 @@ class VlmProbe(WholeProbe):
         axes = self.retain.axes
         accs = [right[[i for i, a in enumerate(axes) if a == axis]].float().mean().item() for axis in dict.fromkeys(axes)]
         return Measure(fa, concept_p, (pred == self.reference).float().mean().item(), sum(accs) / max(len(accs), 1),
-                       self._kept_fa(kept))
+                       self._kept_fa(kept), margins(forget.clamp_min(1e-30).log(), self.targets))
 
     def _kept_fa(self, kept: torch.Tensor | None) -> float:
         if kept is None:
