@@ -61,7 +61,8 @@ def set_step(c: Component, params: dict, origin: dict, direction: dict, eta: flo
 
 
 def _short(t: dict) -> bool:
-    """A trial that needs a larger step: within budget and short of the target, or met but not after quantisation."""
+    """A trial that needs a larger step: within budget and short of the target, or (`search: predict`) met
+    but not after quantisation."""
     return (t["ok"] and not t["met"]) or t.get("quantized_short", False)
 
 
@@ -107,14 +108,14 @@ def step_search(probe: Probe, c: Component, params: dict, direction: dict, base:
     def stalled() -> bool:
         """Nothing met, and a smaller step left the concept less likely than the largest one within budget."""
         up = max((t for t in tried if t["ok"] and not t["met"]), key=lambda t: t["eta"], default=None)
-        return (up is not None and not any(t["met"] or (predict and t.get("quantized_short")) for t in tried)
+        return (up is not None and not any(t["met"] or t.get("quantized_short") for t in tried)
                 and any(t["ok"] and t["eta"] < up["eta"] and t["measure"].concept_p <= up["measure"].concept_p for t in tried))
 
     def robust(t: dict) -> bool:
         """The quantised check of a met trial; where it fails, the target needs a larger step."""
         set_step(c, params, origin, direction, t["eta"])
         q = t["quantized_fa"][p.robust_bits] = probe.trial_quantized(p.robust_bits).fa
-        if not (t["measure"].holds(q, p.forget_target) if predict else q <= p.forget_target):
+        if not t["measure"].holds(q, p):
             t["met"], t["ok"], t["quantized_short"] = False, within(t["measure"], partial_budget), predict
         return t["met"]
 
@@ -154,8 +155,8 @@ def step_search(probe: Probe, c: Component, params: dict, direction: dict, base:
 def _bisect_eta(tried: list[dict], first: float) -> float | None:
     """`search: bisect`'s next step: double or halve from the first, then bisect geometrically; None once
     the smallest step that is enough (met, or over the budget) is within 10 % of the largest short one."""
-    up = max((t for t in tried if t["ok"] and not t["met"]), key=lambda t: t["eta"], default=None)
-    down = min((t for t in tried if t["met"] or not t["ok"]), key=lambda t: t["eta"], default=None)
+    up = max(filter(_short, tried), key=lambda t: t["eta"], default=None)
+    down = min(filter(_enough, tried), key=lambda t: t["eta"], default=None)
     if up and down and down["eta"] / up["eta"] < 1.1:
         return None
     return (math.sqrt(up["eta"] * down["eta"]) if up and down else
@@ -377,11 +378,11 @@ def _first_promising(probe: Probe, candidates: list[Component], params: dict, d:
         w, n = c.flat(params).norm().item(), c.flat(d[c.name]).norm().item()
         if n == 0 or not math.isfinite(n):
             continue
-        origin = {k: params[k].detach().clone() for k in c.params}
-        set_step(c, params, origin, d[c.name], w / n / 10)
+        origin, eta = {k: params[k].detach().clone() for k in c.params}, w / n / 10
+        set_step(c, params, origin, d[c.name], eta)
         m = probe.trial(c)
         set_step(c, params, origin, d[c.name], 0.0)
-        opened.append((_efficiency(start, m, m0, p), c, (w / n / 10, m)))
+        opened.append((_efficiency(start, m, m0, p), c, (eta, m)))
     for _, c, seed in sorted(opened, key=lambda o: o[0], reverse=True):
         eta, m, tried = step_search(probe, c, params, d[c.name], m0, p, seed)
         if eta > 0:

@@ -30,11 +30,12 @@ class Measure:
         k = math.floor(target * len(self.margins) + 1e-9)
         return sorted(self.margins, reverse=True)[k] if k < len(self.margins) else -math.inf
 
-    def holds(self, quantized_fa: float, target: float) -> bool:
-        """Whether forgetting holds after quantisation: the quantised FA@1 meets `target`; where one
-        item is already more than the target (few items, e.g. 16 images), one item back is allowed."""
-        one = 1 / len(self.margins) if self.margins else 0.0
-        return quantized_fa <= max(target, self.fa + one if one > target else target) + 1e-9
+    def holds(self, quantized_fa: float, p) -> bool:
+        """Whether forgetting holds after quantisation: the quantised FA@1 meets `p.forget_target`; with
+        `search: predict`, where one item is already more than the target (few items, e.g. 16 images),
+        one item back is allowed."""
+        one = 1 / len(self.margins) if self.margins and p.search == "predict" else 0.0
+        return quantized_fa <= max(p.forget_target, self.fa + one if one > p.forget_target else 0.0) + 1e-9
 
 
 def margins(scores: torch.Tensor, concept) -> tuple[float, ...]:
@@ -92,7 +93,7 @@ class Probe(ABC):
             return False
         if p.robust_bits and p.robust_bits not in self._quantized_fa:
             self._quantized_fa[p.robust_bits] = self.trial_quantized(p.robust_bits).fa
-        return not p.robust_bits or self.current.holds(self._quantized_fa[p.robust_bits], p.forget_target)
+        return not p.robust_bits or self.current.holds(self._quantized_fa[p.robust_bits], p)
 
 
 class WholeProbe(Probe):

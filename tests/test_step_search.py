@@ -88,17 +88,20 @@ def test_with_margins_the_gap_to_the_target_leads_to_the_smallest_met_step_in_fe
 def test_a_step_that_fails_quantised_sends_the_search_above_it():
     probe = Scripted({"w": torch.ones(1, dtype=torch.float64)}, keep=0.85, margins=True)  # quantised: 15 % less step
     eta, m, tried = search(probe)
-    assert m.holds(probe.at(0.85 * eta).fa, 0.05)
-    failed = [t for t in tried if t["quantized_fa"] and not t["measure"].holds(t["quantized_fa"][4], 0.05)]
+    p = SearchParams(search="predict")
+    assert m.holds(probe.at(0.85 * eta).fa, p)
+    failed = [t for t in tried if t["quantized_fa"] and not t["measure"].holds(t["quantized_fa"][4], p)]
     assert failed and all(t["eta"] < eta and not t["met"] for t in failed)
 
 
 def test_quantisation_must_keep_the_target_unless_one_item_is_already_more_than_it():
     m = Scripted({"w": torch.ones(1, dtype=torch.float64)}, margins=True).at(1 - 3.25 / N)  # FA 3/64
     assert m.fa == 3 / N and m.gap(0.05) < 0 < m.gap(0.04)
-    assert m.holds(3 / N, 0.05) and not m.holds(4 / N, 0.05)
+    predict, bisect = SearchParams(search="predict"), SearchParams(search="bisect")
+    assert m.holds(3 / N, predict) and not m.holds(4 / N, predict)
     few = Measure(0.0, 0.0, 1.0, 1.0, margins=(-1.0,) * 16)  # 16 images: one is 0.0625 > 0.05
-    assert few.holds(1 / 16, 0.05) and not few.holds(2 / 16, 0.05)
+    assert few.holds(1 / 16, predict) and not few.holds(2 / 16, predict)
+    assert not few.holds(1 / 16, bisect)  # the default keeps the target itself
 
 
 def test_a_direction_that_makes_the_concept_more_likely_is_given_up_after_two_probes():
