@@ -21,16 +21,15 @@ from tests.workspace import ROOT, make_workspace, one_byte_changed
 pytestmark = pytest.mark.stack
 
 CHAINS = {  # each chain: a committed demo request from the base model, then another on its v1
-    "sd-demo-sd": ("demo-sd-object-star", "demo-sd-style-noisy"),
+    "sd-demo-sd": ("demo-sd-style-noisy", "demo-sd-object-star"),
     "vlm-demo-vlm": ("demo-vlm-identity-hana", "demo-vlm-identities-hana-ivan"),
 }
 FORGETS = {"demo-sd-object-star": "objects:star", "demo-sd-style-noisy": "styles:noisy"}
-# Measured (2 CPU cores, these requests): the style edit on the SD v1 (the object already erased) reaches UA 0.69,
-# against 1.00 on the base model; hana + ivan on the VLM v1 reaches FA 0.02 but the chain's utility ends 9.4 points
-# below the base model's. params.yaml's gate (FA ≤ 0.10, utility within 8 points) refuses both second versions,
-# rightly; these chains test governance, so their gates allow what was measured.
-GATE = {"sd-demo-sd": {"  forget_max: 0.10": "  forget_max: 0.35"},
-        "vlm-demo-vlm": {"  utility_tolerance: 0.08": "  utility_tolerance: 0.10"}}
+# Measured (2 CPU cores, these requests): the SD chain passes params.yaml's gate (FA ≤ 0.10, utility within 8 points):
+# the object on the SD v1 (the style already erased) reaches UA 0.94, the chain's utility ends 4.5 points below the
+# base model's. hana + ivan on the VLM v1 reaches FA 0.02 but the chain's utility ends 9.4 points below the base
+# model's: the default gate refuses that second version, rightly; this chain tests governance, so its gate allows it.
+GATE = {"sd-demo-sd": {}, "vlm-demo-vlm": {"  utility_tolerance: 0.08": "  utility_tolerance: 0.10"}}
 LAYOUT = {"sd-demo-sd": ("model_index.json", "text_encoder", "unet", "scheduler", "tokenizer", "classifier"),
           "vlm-demo-vlm": ("config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json")}
 
@@ -66,8 +65,7 @@ def test_both_requests_are_promoted_under_the_familys_name(chain):
 
 
 def test_each_request_meets_its_familys_bar_through_every_stage(chain):
-    """SD, the UnlearnCanvas bar: UA from ≤ 0.25 to ≥ 0.90 (on v1, where the earlier edit took part of the
-    retain budget: ≥ 0.65; the style on the base model is `make bench-sd`'s), IRA and CRA within 10 points
+    """SD, the UnlearnCanvas bar: UA from ≤ 0.25 to ≥ 0.90 (on v1 too), IRA and CRA within 10 points
     of the model edited; only text-encoder and cross-attention to_k / to_v change; the image grid drawn;
     the judge named. VLM: FA to ≤ 0.10 (from ≥ 0.85 on the base; on v1, hana already forgotten, from
     ≥ 0.40), utility down at most 5 points; only vision / projector change."""
@@ -81,7 +79,7 @@ def test_each_request_meets_its_familys_bar_through_every_stage(chain):
             assert list(before) == list(after) == ["ua", "ira", "cra", "ua_q8", "ua_q4"]
             assert all(0 <= v <= 1 for v in [*before.values(), *after.values()])
             assert report["forget"] == FORGETS[rid]
-            assert before["ua"] <= 0.25 and after["ua"] >= (0.90 if i == 0 else 0.65), report
+            assert before["ua"] <= 0.25 and after["ua"] >= 0.90, report
             assert after["ira"] >= before["ira"] - 0.10 and after["cra"] >= before["cra"] - 0.10, report
             assert "LabelNet" in report["judge"]  # the model's own classifier (carried by each version's folder)
             assert all(c.startswith(("text.", "xattn.")) for c in report["components"])
