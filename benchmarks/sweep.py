@@ -88,23 +88,26 @@ def probes(r: dict) -> int | None:
     return sum(r["probes"].values()) if r.get("probes") else None
 
 
+EPS = 1e-6  # metrics are float32 means: 5 of 50 is 0.10000000149, which meets a 0.10 bound
+
+
 def checks(fam: str, r: dict, oracle: dict, slug: dict) -> dict[str, bool | None]:
     """Each bound of issue 19 for one report (None: not measured by this run)."""
     b, a = r["before"], r["after"]
     if fam == "clip":
         cap = max(0.10, oracle[r["forget"]] + 0.05) if r["forget"] in oracle else 0.10
         s = slug.get(r["forget"])
-        vs = None if r["method"] != "razor" or s is None or s["after"]["fa1"] > 0.10 else (
+        vs = None if r["method"] != "razor" or s is None or s["after"]["fa1"] > 0.10 + EPS else (
             a["utility"] >= s["after"]["utility"] - 0.005 and a["stability"] >= s["after"]["stability"] - 0.005)
-        return {"FA@1": a["fa1"] <= cap, "FA@1 held-out": a["fa1_paraphrase"] <= 0.15 if "fa1_paraphrase" in a else None,
-                "4-bit": a["fa1_q4"] <= a["fa1"] + 0.02, "utility": b["utility"] - a["utility"] <= 0.02,
-                "stability": a["stability"] >= 0.95, "vs SLUG": vs}
+        return {"FA@1": a["fa1"] <= cap + EPS, "FA@1 held-out": a["fa1_paraphrase"] <= 0.15 + EPS if "fa1_paraphrase" in a else None,
+                "4-bit": a["fa1_q4"] <= a["fa1"] + 0.02 + EPS, "utility": b["utility"] - a["utility"] <= 0.02 + EPS,
+                "stability": a["stability"] >= 0.95 - EPS, "vs SLUG": vs}
     if fam == "vlm":
-        return {"FA": b["fa"] >= 0.85 and a["fa"] <= 0.10,
-                "FA held-out": a["fa_paraphrase"] <= 0.15 if "fa_paraphrase" in a else None,
-                "utility": b["utility"] - a["utility"] <= 0.03}
-    return {"UA": a["ua"] >= 0.90, "UA held-out": a["ua_paraphrase"] >= 0.85 if "ua_paraphrase" in a else None,
-            "IRA": abs(a["ira"] - b["ira"]) <= 0.08, "CRA": abs(a["cra"] - b["cra"]) <= 0.08}
+        return {"FA": b["fa"] >= 0.85 and a["fa"] <= 0.10 + EPS,
+                "FA held-out": a["fa_paraphrase"] <= 0.15 + EPS if "fa_paraphrase" in a else None,
+                "utility": b["utility"] - a["utility"] <= 0.03 + EPS}
+    return {"UA": a["ua"] >= 0.90 - EPS, "UA held-out": a["ua_paraphrase"] >= 0.85 - EPS if "ua_paraphrase" in a else None,
+            "IRA": abs(a["ira"] - b["ira"]) <= 0.08 + EPS, "CRA": abs(a["cra"] - b["cra"]) <= 0.08 + EPS}
 
 
 def mark(ok: bool | None) -> str:
@@ -220,7 +223,8 @@ def main() -> None:
     global OUT, TUNING
     if args.search != "bisect":
         OUT = OUT.with_name(f"sweep-{args.search}")
-        TUNING += f"; RAZOR and SLUG with search: {args.search}"
+        TUNING += f"; RAZOR and SLUG with search: {args.search}" + (" (aiming at half the target on forget-val)"
+                                                                     if args.search == "predict" else "")
     families = args.families.split(",")
     unknown = set(families) - set(FAMILIES)
     if unknown:

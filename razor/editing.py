@@ -90,7 +90,7 @@ def step_search(probe: Probe, c: Component, params: dict, direction: dict, base:
     start = probe.current
     spent = max(0.0, base.retain - start.retain)
     partial_budget = spent + (p.retain_tolerance - spent) * p.budget_share
-    kept_limit = max(p.forget_target, start.kept_fa) if p.keep_forgotten else math.inf
+    kept_limit = max(p.goal, start.kept_fa) if p.keep_forgotten else math.inf
     w, d = c.flat(params).norm().item(), c.flat(direction).norm().item()
     if d == 0 or not math.isfinite(d):
         return 0.0, start, []
@@ -101,7 +101,7 @@ def step_search(probe: Probe, c: Component, params: dict, direction: dict, base:
         return base.retain - m.retain <= budget + 1e-9 and m.kept_fa <= kept_limit + 1e-9
 
     def record(eta: float, m: Measure) -> None:
-        met = m.fa <= p.forget_target
+        met = m.fa <= p.goal
         ok = within(m, p.retain_tolerance if met else partial_budget)
         tried.append(dict(eta=eta, met=met and ok, ok=ok, measure=m, quantized_fa={}))
 
@@ -123,7 +123,7 @@ def step_search(probe: Probe, c: Component, params: dict, direction: dict, base:
         record(*seed)
     while True:
         if len(tried) < p.probes and not stalled():
-            eta = _next_eta(tried, start, p.forget_target, w / d / 10) if predict else _bisect_eta(tried, w / d / 10)
+            eta = _next_eta(tried, start, p.goal, w / d / 10) if predict else _bisect_eta(tried, w / d / 10)
             if eta is not None:
                 set_step(c, params, origin, direction, eta)
                 record(eta, probe.trial(c))
@@ -395,9 +395,9 @@ def _efficiency(start: Measure, m: Measure, base: Measure, p: SearchParams) -> t
     the retain tolerance, then forget progress per retain lost (at least 1 % counted): FA's gap to the
     target where the probe gives margins, else the concept's probability. A step that lets a forgotten
     concept back ranks last."""
-    if p.keep_forgotten and m.kept_fa > max(p.forget_target, start.kept_fa) + 1e-9:
+    if p.keep_forgotten and m.kept_fa > max(p.goal, start.kept_fa) + 1e-9:
         return False, -math.inf
-    g0, g1 = start.gap(p.forget_target), m.gap(p.forget_target)
+    g0, g1 = start.gap(p.goal), m.gap(p.goal)
     progress = g0 - g1 if g0 is not None and g1 is not None and math.isfinite(g0 - g1) else start.concept_p - m.concept_p
-    met = m.fa <= p.forget_target and base.retain - m.retain <= p.retain_tolerance + 1e-9
+    met = m.fa <= p.goal and base.retain - m.retain <= p.retain_tolerance + 1e-9
     return met, progress / max(start.retain - m.retain, 0.01)

@@ -31,11 +31,11 @@ class Measure:
         return sorted(self.margins, reverse=True)[k] if k < len(self.margins) else -math.inf
 
     def holds(self, quantized_fa: float, p) -> bool:
-        """Whether forgetting holds after quantisation: the quantised FA@1 meets `p.forget_target`; with
+        """Whether forgetting holds after quantisation: the quantised FA@1 meets `p.goal`; with
         `search: predict`, where one item is already more than the target (few items, e.g. 16 images),
         one item back is allowed."""
         one = 1 / len(self.margins) if self.margins and p.search == "predict" else 0.0
-        return quantized_fa <= max(p.forget_target, self.fa + one if one > p.forget_target else 0.0) + 1e-9
+        return quantized_fa <= max(p.goal, self.fa + one if one > p.goal else 0.0) + 1e-9
 
 
 def margins(scores: torch.Tensor, concept) -> tuple[float, ...]:
@@ -88,8 +88,8 @@ class Probe(ABC):
         """Measure the model with its weights quantised to `bits`."""
 
     def met(self, p) -> bool:
-        """Whether the current model meets the forget target, after `p.robust_bits` quantisation too."""
-        if self.current.fa > p.forget_target:
+        """Whether the current model meets the search's goal (`p.goal`), after `p.robust_bits` quantisation too."""
+        if self.current.fa > p.goal:
             return False
         if p.robust_bits and p.robust_bits not in self._quantized_fa:
             self._quantized_fa[p.robust_bits] = self.trial_quantized(p.robust_bits).fa

@@ -70,8 +70,8 @@ def test_bisect_finds_the_smallest_met_step_and_checks_it_quantised_with_the_fir
 def test_predict_brackets_the_smallest_met_step_and_checks_only_it_quantised():
     probe = Scripted({"w": torch.ones(1, dtype=torch.float64)})  # no margins: the bracket is bisected
     eta, m, tried = search(probe)
-    smallest = 1 - 3 / N  # FA 3/64 ≤ 0.05 from here on
-    assert m.fa <= 0.05 and smallest <= eta <= smallest * 1.1
+    smallest = 1 - 1 / N  # FA 1/64 ≤ 0.025, predict's goal (half the target), from here on
+    assert m.fa <= 0.025 and smallest <= eta <= smallest * 1.1
     assert [t["eta"] for t in tried if t["quantized_fa"]] == [eta]  # the chosen step only
     assert probe.counts == {"partial": 0, "full": len(tried) + 1}
 
@@ -79,8 +79,8 @@ def test_predict_brackets_the_smallest_met_step_and_checks_only_it_quantised():
 def test_with_margins_the_gap_to_the_target_leads_to_the_smallest_met_step_in_few_probes():
     probe = Scripted({"w": torch.ones(1, dtype=torch.float64)}, margins=True)
     eta, m, tried = search(probe)
-    smallest = 1 - 3 / N - 0.5 / N  # the fourth-highest margin reaches 0 here
-    assert m.fa <= 0.05 and smallest <= eta <= smallest * 1.1
+    smallest = 1 - 1 / N - 0.5 / N  # the second-highest margin reaches 0 here (FA 1/64 ≤ 0.025)
+    assert m.fa <= 0.025 and smallest <= eta <= smallest * 1.1
     bisected = search(Scripted({"w": torch.ones(1, dtype=torch.float64)}), search="bisect")[2]
     assert len(tried) <= 5 < len(bisected)
 
@@ -94,11 +94,13 @@ def test_a_step_that_fails_quantised_sends_the_search_above_it():
     assert failed and all(t["eta"] < eta and not t["met"] for t in failed)
 
 
-def test_quantisation_must_keep_the_target_unless_one_item_is_already_more_than_it():
+def test_quantisation_must_keep_the_goal_unless_one_item_is_already_more_than_it():
     m = Scripted({"w": torch.ones(1, dtype=torch.float64)}, margins=True).at(1 - 3.25 / N)  # FA 3/64
     assert m.fa == 3 / N and m.gap(0.05) < 0 < m.gap(0.04)
     predict, bisect = SearchParams(search="predict"), SearchParams(search="bisect")
-    assert m.holds(3 / N, predict) and not m.holds(4 / N, predict)
+    assert bisect.goal == 0.05 and predict.goal == 0.025  # predict aims at half the target
+    assert m.holds(3 / N, bisect) and not m.holds(4 / N, bisect)
+    assert m.holds(1 / N, predict) and not m.holds(2 / N, predict)
     few = Measure(0.0, 0.0, 1.0, 1.0, margins=(-1.0,) * 16)  # 16 images: one is 0.0625 > 0.05
     assert few.holds(1 / 16, predict) and not few.holds(2 / 16, predict)
     assert not few.holds(1 / 16, bisect)  # the default keeps the target itself

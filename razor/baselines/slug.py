@@ -28,7 +28,7 @@ def slug_edit(task, p: SlugParams, progress: bool = True) -> EditResult:
         eta, m, _ = step_search(probe, c, params, g_f, m0, p)
         set_step(c, params, base, g_f, 0.0)
         tried.append(dict(component=c.name, eta=eta, fa_val=m.fa, retain_val=m.retain,
-                          met=eta > 0 and m.fa <= p.forget_target))
+                          met=eta > 0 and m.fa <= p.goal))
     usable = [t for t in tried if t["eta"] > 0]
     if usable:
         best = max(usable, key=lambda t: (t["met"], t["retain_val"] if t["met"] else -t["fa_val"]))
