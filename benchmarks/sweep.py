@@ -10,8 +10,8 @@ Each run is one `razor unlearn --json` process whose report is written, whole or
 benchmarks/results/sweep/runs/<family>/<axis>-<label>--<method>.json; a run whose file exists is
 skipped, so a killed sweep resumes where it stopped. Then table.md (every run, each bound ✓/✗),
 summary.json and one plot per family (utility drop and stability against FA, per label and method).
-`--search predict` runs RAZOR and SLUG with that step search (`search` in razor/config.py) and writes
-to benchmarks/results/sweep-predict/ instead.
+`--search` sets RAZOR's and SLUG's step search (`search` in razor/config.py, default predict); another
+than the default writes to benchmarks/results/sweep-<search>/ instead.
 Usage: python benchmarks/sweep.py [--families clip,vlm,sd] [--methods razor,slug] [--labels star,hana]
                                   [--search bisect|predict] [--report]  (only rebuild the table and plots)
 """
@@ -26,6 +26,7 @@ from pathlib import Path
 from runs import unlearn_json
 from tqdm import tqdm
 
+from razor.config import SearchParams
 from razor.demo import world
 from razor.io import atomic_path
 
@@ -61,13 +62,14 @@ def path_of(fam: str, request: str, method: str) -> Path:
 
 
 SEARCHED = ("razor", "slug")  # the methods with a step search
+DEFAULT_SEARCH = SearchParams.model_fields["search"].default
 
 
 def run_all(runs: list[tuple[str, str, str]], search: str) -> None:
     todo = [r for r in runs if not path_of(*r).is_file()]
     print(f"{len(runs) - len(todo)} of {len(runs)} runs already done; running {len(todo)}")
     for fam, request, method in tqdm(todo, desc="sweep", unit="run"):
-        params = [f"search={search}"] if method in SEARCHED and search != "bisect" else []
+        params = [f"search={search}"] if method in SEARCHED else []
         report = unlearn_json(request, method, FAMILIES[fam][0], params)
         if "failed" in report:
             tqdm.write(f"{fam} {request} {method}: failed: {report['failed']}")
@@ -217,14 +219,14 @@ def main() -> None:
     ap.add_argument("--families", default=",".join(FAMILIES))
     ap.add_argument("--methods", help="only these methods (comma-separated)")
     ap.add_argument("--labels", help="only these labels (comma-separated)")
-    ap.add_argument("--search", choices=("bisect", "predict"), default="bisect", help="RAZOR's and SLUG's step search")
+    ap.add_argument("--search", choices=("bisect", "predict"), default=DEFAULT_SEARCH, help="RAZOR's and SLUG's step search")
     ap.add_argument("--report", action="store_true", help="rebuild the table and plots from the saved runs only")
     args = ap.parse_args()
     global OUT, TUNING
-    if args.search != "bisect":
+    if args.search != DEFAULT_SEARCH:
         OUT = OUT.with_name(f"sweep-{args.search}")
-        TUNING += f"; RAZOR and SLUG with search: {args.search}" + (" (aiming at half the target on forget-val)"
-                                                                     if args.search == "predict" else "")
+    TUNING += f"; RAZOR and SLUG with search: {args.search}" + (" (aiming at half the target on forget-val)"
+                                                                 if args.search == "predict" else "")
     families = args.families.split(",")
     unknown = set(families) - set(FAMILIES)
     if unknown:

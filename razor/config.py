@@ -39,7 +39,7 @@ class SearchParams(TargetParams):
     keep_forgotten: bool = Field(True, description="(ours) refuse a step that brings a concept the model already forgot "
                                  "above forget_target on its val items")
     search: Literal["bisect", "predict"] = Field(
-        "bisect", description="(ours) how the step search finds η. bisect: double or halve from SLUG's start, then "
+        "predict", description="(ours) how the step search finds η. bisect: double or halve from SLUG's start, then "
         "bisect to within 10 %, every candidate of a round searched and the best kept. predict: each step predicted "
         "from the forget items' margins (secant / regula falsi on FA's gap to the target), the quantised check on the "
         "chosen step only, candidates probed once and searched in order of promise until one steps, aiming at half "

@@ -33,8 +33,6 @@ def _own_mlflow_store():
     one workspace's store never leaks into the next test or a subprocess started from it."""
     yield
     os.environ.pop("MLFLOW_TRACKING_URI", None)
-if "PYTEST_XDIST_WORKER" not in os.environ:  # the controller (or a serial run) names it; workers inherit it
-    os.environ["RAZOR_OUTPUTS"] = os.path.join(_home, "outputs")
 
 
 @pytest.fixture(scope="session")
