@@ -184,6 +184,23 @@ def train_sd(data, out, steps, minutes, classifier_steps, seed):
                f"saved to {out}")
 
 
+@demo.command("train-judge")
+@click.option("--model", "folder", default=None, type=click.Path(file_okay=False, exists=True),
+              help="SD model folder (default: the demo SD model)")
+@click.option("--steps", default=1200, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=1, show_default=True)
+@friendly
+def train_judge(folder, steps, seed):
+    """Train the independent judge of a demo-world SD folder's generations (judge/: a classifier from another seed,
+    on images no split of the demo data holds), which the final metrics and the gate use instead of classifier/."""
+    from razor.demo import DEMO_SD
+    from razor.demo.sd import add_judge
+
+    record = add_judge(folder or DEMO_SD, seed=seed, steps=steps)
+    acc = ", ".join(f"{k} {v:.3f}" for k, v in record["generated_accuracy"].items())
+    click.echo(f"judge trained on {record['images']} images; generated images labelled right: {acc}")
+
+
 @main.group()
 def data():
     """Datasets as Parquet manifests."""

@@ -76,12 +76,12 @@ def test_each_request_meets_its_familys_bar_through_every_stage(chain):
         delta = Delta.load(ws.stage_dir(rid, "edit") / "delta.safetensors")
         assert report["components"] and delta.params
         if name == "sd-demo-sd":
-            assert list(before) == list(after) == ["ua", "ira", "cra", "ua_q8", "ua_q4"]
+            assert list(before) == list(after) == ["ua", "ira", "cra", "ua_q8", "ua_q4", "ua_paraphrase"]
             assert all(0 <= v <= 1 for v in [*before.values(), *after.values()])
             assert report["forget"] == FORGETS[rid]
             assert before["ua"] <= 0.25 and after["ua"] >= 0.90, report
             assert after["ira"] >= before["ira"] - 0.10 and after["cra"] >= before["cra"] - 0.10, report
-            assert "LabelNet" in report["judge"]  # the model's own classifier (carried by each version's folder)
+            assert report["judge"].endswith("judge (LabelNet)")  # the model's own judge (carried by each version's folder)
             assert all(c.startswith(("text.", "xattn.")) for c in report["components"])
             assert all(n.startswith("text_encoder.") or n.endswith((".attn2.to_k.weight", ".attn2.to_v.weight"))
                        for n in delta.params)

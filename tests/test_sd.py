@@ -132,13 +132,16 @@ def test_unlearncanvas_scores_count_what_the_classifier_says():
 def test_unlearncanvas_evaluation_draws_fixed_noise_per_prompt_and_a_grid(tiny_sd, tmp_path):
     from razor.demo import world
     from razor.families.sd.classifier import ClipClassifier
-    from razor.families.sd.metrics import draw, measure
+    from razor.families.sd.metrics import draw, measure, worded
     from razor.plots import image_grid
 
     axes = ("styles", "objects")
     adapter, judge = load_model(str(tiny_sd)), ClipClassifier({a: world.labels()[a] for a in axes}, world.LABEL_PROMPTS)
-    got, drawn = measure(adapter, judge, "styles", "dotted", seeds=1, steps=2, bits=(4,))
-    assert set(got) == {"ua", "ira", "cra", "ua_q4"} and all(0 <= v <= 1 for v in got.values())
+    got, drawn = measure(adapter, judge, "styles", "dotted", seeds=1, steps=2, bits=(4,),
+                         wordings=("a {objects} drawn in {} style",))
+    assert set(got) == {"ua", "ira", "cra", "ua_q4", "ua_paraphrase"} and all(0 <= v <= 1 for v in got.values())
+    assert worded([("dotted", "star")], "styles", "a {objects} drawn in {} style") == ["a star drawn in dotted style"]
+    assert worded([("dotted", "star")], "objects", "a picture of a {styles} {}") == ["a picture of a dotted star"]
     assert len(drawn.pairs) == 64 and set(drawn.said) == {"styles", "objects"}
     again = draw(adapter, judge, seeds=1, steps=2, only=("styles", "dotted"))
     assert [p[0] for p in again.pairs] == ["dotted"] * 8
@@ -244,10 +247,11 @@ def test_razor_unlearn_on_a_diffusion_model_reports_unlearncanvas_metrics(tiny_s
     assert res.exit_code == 0, res.output
     report = json.loads(res.output[res.output.index("{"):])
     assert report["forget"] == "objects:star"
-    # a folder with no classifier/ is judged by the demo CLIP, and the report says so
+    # a folder with no classifier/ is judged by the demo CLIP, with no judge/ by the step search's classifier: the report says so
     assert report["judge"].startswith("the demo CLIP zero-shot") and "ships no classifier/" in report["judge"]
-    for side in ("before", "after"):
-        assert list(report[side]) == ["ua", "ira", "cra", "ua_q8", "ua_q4"]
+    assert "not an independent judge" in report["judge"] and "ships no judge/" in report["judge"]
+    for side in ("before", "after"):  # the demo data's held-out wordings of objects give ua_paraphrase
+        assert list(report[side]) == ["ua", "ira", "cra", "ua_q8", "ua_q4", "ua_paraphrase"]
         assert all(0 <= v <= 1 for v in report[side].values())
     assert (out / "image_grid.png").stat().st_size > 1000 and (out / "delta.safetensors").is_file()
     edited = Delta.load(out / "delta.safetensors").params
@@ -266,18 +270,28 @@ def test_diffusion_only_methods_refuse_other_families_and_other_axes(tiny_sd, de
 
 
 @pytest.mark.slow
-def test_the_demo_sd_model_draws_prompts_its_classifier_recognises():
-    """The committed demo: generations of "a {style} {object}" labelled right ≥ 70% on each axis."""
-    from razor.demo import DEMO_SD
-    from razor.demo.sd import evaluate_sd
-    from razor.families.sd.classifier import NetClassifier, classifier_for
+def test_the_demo_sd_model_draws_prompts_its_classifier_and_its_judge_recognise():
+    """The committed demo: generations of "a {style} {object}" labelled right ≥ 70% on each axis by
+    the step search's classifier and by the judge, a second classifier trained on images rendered
+    from world indices past every split of the demo data."""
+    from razor.demo import DEMO_SD, world
+    from razor.demo.sd import JUDGE_OFFSET, evaluate_sd
+    from razor.families.sd.classifier import NetClassifier, classifier_for, judge_for
 
     adapter = load_model("demo-sd")
-    judge = classifier_for(adapter.source, {"styles": ["dotted"], "objects": ["star"]}, {})
-    assert isinstance(judge, NetClassifier)
-    accuracy = evaluate_sd(adapter, judge)
-    assert accuracy["objects"] >= 0.70 and accuracy["styles"] >= 0.70, accuracy
-    assert json.loads((DEMO_SD / "training.json").read_text())["generated_accuracy"] == accuracy  # as recorded
+    labels = {"styles": ["dotted"], "objects": ["star"]}
+    searched = classifier_for(adapter.source, labels, {})
+    judge = judge_for(adapter.source, labels, {}, searched)
+    assert isinstance(searched, NetClassifier) and isinstance(judge, NetClassifier)
+    assert searched.judge.endswith("classifier (LabelNet)") and judge.judge.endswith("judge (LabelNet)")
+    record = json.loads((DEMO_SD / "training.json").read_text())
+    for net, recorded in ((searched, record["generated_accuracy"]), (judge, record["judge"]["generated_accuracy"])):
+        accuracy = evaluate_sd(adapter, net)
+        assert accuracy["objects"] >= 0.70 and accuracy["styles"] >= 0.70, accuracy
+        assert recorded == accuracy  # as recorded
+    split_sizes = {s: len(world.plan(s, 0, 120, 600)) for s in ("train", "val", "test")}
+    assert record["judge"]["world_index_from"] == JUDGE_OFFSET > 20_000_000 + max(split_sizes.values())
+    assert any((p1 != p2).any() for p1, p2 in zip(searched.net.parameters(), judge.net.parameters()))
     assert sum(f.stat().st_size for f in DEMO_SD.rglob("*") if f.is_file()) < 20e6
     with pytest.raises(DataError, match="cannot label styles:sketchy"):
         classifier_for(adapter.source, {"styles": ["sketchy"], "objects": ["star"]}, {})

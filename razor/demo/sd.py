@@ -8,9 +8,10 @@ trained on the demo world's objects × styles (`razor demo train-sd`).
 
 Captions are the world's own ("a dotted star", "a star drawn in dotted style", ...), half of them
 replaced by the evaluation prompt "a {style} {object}"; 10% are dropped to "" for classifier-free
-guidance. After the UNet, `train_classifier` trains the image classifier that labels generated
-images (`classifier/`: a small CNN with object and style heads, on the world's training images);
-no edit ever touches it.
+guidance. After the UNet come the two classifiers that label generated images, which no edit ever
+touches: `classifier/` (the step search's: a small CNN with object and style heads, on the world's
+training images) and `judge/` (the final metrics': the same kind of CNN, from another seed, on
+images rendered afresh from an index range no manifest split uses; `razor demo train-judge`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as nnf
 from tqdm import tqdm
@@ -28,9 +30,9 @@ from razor.data import Manifest, load_images, read_manifest
 from razor.demo import DEMO_CLIP, world
 from razor.demo.dataset import demo_manifest
 from razor.families.sd import metrics as canvas
-from razor.families.sd.adapter import SdAdapter, save_sd
+from razor.families.sd.adapter import SdAdapter, load_sd, save_sd
 from razor.families.sd.classifier import LabelNet, NetClassifier
-from razor.io import atomic_dir, sha256_file
+from razor.io import atomic_dir, atomic_path, sha256_file
 
 AXES = ("objects", "styles")
 
@@ -44,9 +46,12 @@ def unet_config(cross_attention_dim: int) -> dict:
                 cross_attention_dim=cross_attention_dim, attention_head_dim=8, norm_num_groups=8)
 
 
+JUDGE_OFFSET = 30_000_000  # world indices of the judge's images: past every manifest split's range (world.plan)
+
+
 def train_classifier(images: torch.Tensor, rows: list[dict], seed: int = 0, steps: int = 600) -> LabelNet:
-    """The demo image classifier: a `LabelNet` (object and style heads) trained on the world's
-    training images (batch 64, AdamW one-cycle 2e-3, random flips, mild pixel noise)."""
+    """An image classifier (`LabelNet`: object and style heads) trained on `images` labelled by
+    `rows` (batch 64, AdamW one-cycle 2e-3, random flips, mild pixel noise)."""
     torch.manual_seed(seed)
     net = LabelNet({a: list(world.labels()[a]) for a in canvas.AXES})
     truth = {a: torch.tensor([net.labels[a].index(r[a]) for r in rows]) for a in net.labels}
@@ -65,6 +70,38 @@ def train_classifier(images: torch.Tensor, rows: list[dict], seed: int = 0, step
         opt.step()
         sched.step()
     return net.eval()
+
+
+def judge_images(seed: int = 0, per_pair: int = 40) -> tuple[torch.Tensor, list[dict]]:
+    """`per_pair` shape images of every object × style, rendered from world indices no manifest
+    split uses, in [-1, 1], with their labels."""
+    pairs = [(o, s) for o in world.OBJECTS for s in world.STYLES for _ in range(per_pair)]
+    images = np.stack([np.asarray(world.sample(seed, JUDGE_OFFSET + k, "shape", p).image.convert("RGB"), np.float32)
+                       for k, p in enumerate(pairs)])
+    rows = [dict(objects=o, styles=s) for o, s in pairs]
+    return torch.from_numpy(images / 127.5 - 1).permute(0, 3, 1, 2).contiguous(), rows
+
+
+def train_judge(seed: int = 1, steps: int = 1200, per_pair: int = 40) -> tuple[LabelNet, dict]:
+    """The independent judge: a `LabelNet` trained on `judge_images` (never on an image the SD
+    model or its `classifier/` saw), and its training record."""
+    images, rows = judge_images(seed, per_pair)
+    return train_classifier(images, rows, seed, steps), dict(seed=seed, steps=steps, images=len(rows),
+                                                             world_index_from=JUDGE_OFFSET)
+
+
+def add_judge(folder: str | Path, seed: int = 1, steps: int = 1200, per_pair: int = 40) -> dict:
+    """Train the judge of an SD folder, write it to `folder/judge/` (atomically) and record it,
+    with how many of the folder's generations it labels right, in `training.json`."""
+    folder = Path(folder)
+    net, info = train_judge(seed, steps, per_pair)
+    info["generated_accuracy"] = evaluate_sd(load_sd(str(folder)), NetClassifier(net))
+    with atomic_dir(folder / "judge", "classifier.json") as tmp:
+        net.save(tmp)
+    record = json.loads((folder / "training.json").read_text()) if (folder / "training.json").is_file() else {}
+    with atomic_path(folder / "training.json") as tmp:
+        tmp.write_text(json.dumps(record | dict(judge=info), indent=2))
+    return info
 
 
 def evaluate_sd(adapter, judge, seeds: int = 2, steps: int = 20, guidance: float = 4.0) -> dict:
@@ -144,12 +181,15 @@ def train_sd(out: str | Path, manifest_path: str | Path | None = None, seed: int
     unet.eval()
     net = train_classifier(images, train.rows, seed, classifier_steps)
     accuracy = evaluate_sd(adapter, NetClassifier(net))
+    judge, judged = train_judge(seed + 1)
+    judged["generated_accuracy"] = evaluate_sd(adapter, NetClassifier(judge))
     info = dict(seed=seed, steps=done, batch_size=batch_size, lr=lr, canonical=canonical,
                 ema=ema, classifier_steps=classifier_steps, seconds=round(seconds, 1),
                 manifest_sha256=sha256_file(manifest.path), generated_accuracy=accuracy,
-                clip_sha256=sha256_file(DEMO_CLIP / "model.safetensors"))
+                clip_sha256=sha256_file(DEMO_CLIP / "model.safetensors"), judge=judged)
     with atomic_dir(out, "training.json") as tmp:
         save_sd(adapter, tmp)
         net.save(tmp / "classifier")
+        judge.save(tmp / "judge")
         (tmp / "training.json").write_text(json.dumps(info, indent=2))
     return info

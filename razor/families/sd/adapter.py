@@ -59,7 +59,7 @@ def load_sd(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu") 
 
 def save_sd(adapter: "SdAdapter", folder: Path) -> None:
     """The diffusers layout: model_index.json and one subfolder per part (safetensors), and the
-    source folder's image classifier (`classifier/`, the judge of its generations) if it has one."""
+    source folder's image classifiers (`classifier/`, `judge/`: razor.families.sd.classifier) if it has them."""
     import diffusers
 
     adapter.text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
@@ -75,9 +75,10 @@ def save_sd(adapter: "SdAdapter", folder: Path) -> None:
              "safety_checker": [None, None], "feature_extractor": [None, None],
              "requires_safety_checker": False}
     (folder / "model_index.json").write_text(json.dumps(index, indent=2))
-    judge = Path(adapter.source) / "classifier"
-    if adapter.source and judge.is_dir():
-        shutil.copytree(judge, folder / "classifier")
+    for part in ("classifier", "judge"):
+        shipped = Path(adapter.source) / part
+        if adapter.source and shipped.is_dir():
+            shutil.copytree(shipped, folder / part)
 
 
 def _index(spec: str) -> dict:

@@ -1,13 +1,18 @@
-"""The classifier that labels generated images (UnlearnCanvas: a frozen style/object classifier
-that no edit can touch). Two kinds, chosen by what the model folder ships in `classifier/`:
-  - `classifier.json` + `model.safetensors`: a small CNN with one head per axis (`LabelNet`; the
-    demo diffusion model ships one, trained on the demo world's images);
-  - a CLIP folder (`config.json`): that CLIP, zero-shot on the task's label prompts;
-  - nothing: the committed demo CLIP, zero-shot.
+"""The classifiers that label generated images (UnlearnCanvas: frozen style/object classifiers
+that no edit can touch). A model folder ships up to two:
+  - `classifier/`, the one the step search's probes query;
+  - `judge/`, the one the final metrics and the gate use: trained apart (on other images, from
+    another seed), so an edit tuned against the first is measured by a model it never queried.
+Each is `classifier.json` + `model.safetensors` (`LabelNet`: a small CNN with one head per axis;
+the demo diffusion model ships both) or a CLIP folder (`config.json`: that CLIP, zero-shot on the
+task's label prompts). Without `classifier/` the
+committed demo CLIP labels zero-shot; without `judge/` the final metrics use `classifier/` and
+the report says they are not independent.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -103,7 +108,7 @@ class NetClassifier(Classifier):
         except (OSError, KeyError, RuntimeError, ValueError) as e:
             raise ModelError(f"cannot load the image classifier in {folder} ({str(e).splitlines()[0]}); it needs "
                              "classifier.json and model.safetensors") from e
-        return cls(net, f"the image classifier in {folder} (LabelNet)")
+        return cls(net, f"the image classifier in {folder} ({type(net).__name__})")
 
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -114,20 +119,41 @@ class NetClassifier(Classifier):
         return {a: torch.cat([o[a] for o in out]).softmax(1) for a in self.labels}
 
 
-def classifier_for(model_source: str, labels: dict[str, list[str]], prompts: dict[str, str]) -> Classifier:
-    """The classifier `model_source` ships in `classifier/`, else the demo CLIP zero-shot (and its
-    `judge` says so, for the report); its labels must cover the task's on every axis."""
-    own = Path(model_source) / "classifier"
-    if (own / "classifier.json").is_file():
-        judge = NetClassifier.load(own)
-        missing = [f"{a}:{lab}" for a, labs in labels.items() for lab in labs if lab not in judge.labels.get(a, [])]
+def _shipped(folder: Path, labels: dict[str, list[str]], prompts: dict[str, str]) -> Classifier | None:
+    """The classifier in `folder` (a trained net or a CLIP), or None where there is none."""
+    if (folder / "classifier.json").is_file():
+        net = NetClassifier.load(folder)
+        missing = [f"{a}:{lab}" for a, labs in labels.items() for lab in labs if lab not in net.labels.get(a, [])]
         if missing:
-            raise DataError(f"the image classifier in {own} cannot label {', '.join(missing)}; train one on this data "
-                            "or remove it to use the demo CLIP zero-shot")
-        return judge
-    if (own / "config.json").is_file():
-        return ClipClassifier(labels, prompts, own)
+            raise DataError(f"the image classifier in {folder} cannot label {', '.join(missing)}; train one on this "
+                            "data or remove it")
+        return net
+    if (folder / "config.json").is_file():
+        return ClipClassifier(labels, prompts, folder)
+    return None
+
+
+def classifier_for(model_source: str, labels: dict[str, list[str]], prompts: dict[str, str]) -> Classifier:
+    """The classifier the step search queries: the one `model_source` ships in `classifier/`, else
+    the demo CLIP zero-shot (and its `judge` says so, for the report); its labels must cover the
+    task's on every axis."""
+    own = _shipped(Path(model_source) / "classifier", labels, prompts)
+    if own is not None:
+        return own
     judge = ClipClassifier(labels, prompts, DEMO_CLIP)
     judge.judge = (f"the demo CLIP zero-shot ({DEMO_CLIP}; {Path(model_source).name or model_source} ships no classifier/: "
                    "add one, a LabelNet or a CLIP folder, to judge its generations by a model of its own domain)")
     return judge
+
+
+def judge_for(model_source: str, labels: dict[str, list[str]], prompts: dict[str, str],
+              searched: Classifier) -> Classifier:
+    """The classifier of the final metrics and the gate: the one `model_source` ships in `judge/`,
+    else `searched` (the step search's own), named in the report as not independent."""
+    own = _shipped(Path(model_source) / "judge", labels, prompts)
+    if own is not None:
+        return own
+    same = copy.copy(searched)
+    same.judge = (f"{searched.judge} — also the step search's classifier, so not an independent judge "
+                  f"({Path(model_source).name or model_source} ships no judge/: `razor demo train-judge` adds one)")
+    return same

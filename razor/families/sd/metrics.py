@@ -6,7 +6,10 @@ that the edit cannot touch:
     UA  = 1 − share of c's images labelled c on A          (unlearning accuracy)
     IRA = share of the other A-labels' images right on A   (in-domain retain accuracy)
     CRA = share of the other A-labels' images right on B   (cross-domain retain accuracy)
-and UA again with the model's Linear weights quantised to 8 and 4 bits.
+and UA again with the model's Linear weights quantised to 8 and 4 bits, and on the concept's prompts
+worded as the data's held-out wordings (`ua_paraphrase`: "a star drawn in dotted style"), which
+neither F nor the step search uses. The final metrics are the judge's (SdTask.judge), not the
+classifier the step search queried.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from razor.quantize import BITS, quantized
+from razor.templates import fields
 
 AXES = ("styles", "objects")
 PROMPT = "a {style} {object}"
@@ -41,16 +45,24 @@ class Drawn:
 
 
 def draw(adapter, classifier, seeds: int = SEEDS, steps: int = STEPS, guidance: float = GUIDANCE,
-         only: tuple[str, str] | None = None) -> Drawn:
+         only: tuple[str, str] | None = None, wording: str = PROMPT) -> Drawn:
     """Every (style, object) prompt (`only`: those naming axis:label) drawn with `seeds` noise seeds
     of its own (1000·prompt + k), fixed across models, so before and after see the same noise; a
-    version drawn before (by the evaluate stage, the gate) is read back from the output store."""
+    version drawn before (by the evaluate stage, the gate) is read back from the output store.
+    `wording`: another wording of `only`'s axis (razor.templates: `{}` its label, `{axis}` the other's)."""
     pairs_all = grid(classifier.labels)
     keep = [i for i, p in enumerate(pairs_all) if only is None or p[AXES.index(only[0])] == only[1]]
     pairs = [pairs_all[i] for i in keep for _ in range(seeds)]
     noise_seeds = [i * 1000 + k for i in keep for k in range(seeds)]
-    images = adapter.generate(prompts(pairs), noise_seeds, steps, guidance, remember=True)
+    texts = prompts(pairs) if wording == PROMPT else worded(pairs, only[0], wording)
+    images = adapter.generate(texts, noise_seeds, steps, guidance, remember=True)
     return Drawn(pairs, images, classifier(images))
+
+
+def worded(pairs: list[tuple[str, str]], axis: str, wording: str) -> list[str]:
+    """Each (style, object) pair in a wording of `axis` ("a {} drawn in {styles} style" for objects)."""
+    a = AXES.index(axis)
+    return [wording.format(p[a], **{AXES[1 - a]: p[1 - a]}) for p in pairs]
 
 
 def scores(drawn: Drawn, axis: str, label: str) -> dict[str, float]:
@@ -69,14 +81,22 @@ def scores(drawn: Drawn, axis: str, label: str) -> dict[str, float]:
 
 
 def measure(adapter, classifier, axis: str, label: str, seeds: int = SEEDS, steps: int = STEPS,
-            guidance: float = GUIDANCE, bits: tuple[int, ...] = BITS) -> tuple[dict[str, float], Drawn]:
-    """`ua, ira, cra` and `ua_q{b}` for each of `bits`, and the full-precision images."""
+            guidance: float = GUIDANCE, bits: tuple[int, ...] = BITS,
+            wordings: tuple[str, ...] = ()) -> tuple[dict[str, float], Drawn]:
+    """`ua, ira, cra`, `ua_q{b}` for each of `bits` and `ua_paraphrase` (the mean UA over
+    `wordings`, if any), and the full-precision images."""
     drawn = draw(adapter, classifier, seeds, steps, guidance)
     out = scores(drawn, axis, label)
+
+    def ua(**how) -> float:
+        concept = draw(adapter, classifier, seeds, steps, guidance, only=(axis, label), **how)
+        return 1 - sum(s == label for s in concept.said[axis]) / len(concept.pairs)
+
     for b in bits:
         with quantized(adapter.model, b):
-            concept = draw(adapter, classifier, seeds, steps, guidance, only=(axis, label))
-        out[f"ua_q{b}"] = 1 - sum(s == label for s in concept.said[axis]) / len(concept.pairs)
+            out[f"ua_q{b}"] = ua()
+    if wordings:
+        out["ua_paraphrase"] = sum(ua(wording=w) for w in wordings) / len(wordings)
     return out, drawn
 
 
@@ -87,20 +107,24 @@ def keys(bits=BITS) -> tuple[str, ...]:
 
 
 def evaluate(task, reference: Drawn | None = None, seed: int = 0, bits=BITS) -> tuple[dict, Drawn]:
-    """Metrics of the model as it is now and its drawn images (`reference`, `seed`: unused, the
-    noise is fixed per prompt); "utility_per_axis" holds IRA and CRA under their axes' names."""
-    out, drawn = measure(task.adapter, task.classifier, task.axis, task.label, bits=bits)
+    """Metrics of the model as it is now, labelled by the task's judge, and its drawn images
+    (`reference`, `seed`: unused, the noise is fixed per prompt); "utility_per_axis" holds IRA and
+    CRA under their axes' names."""
+    heldout = tuple(w for w in task.wordings("heldout") if set(fields(w)) <= set(AXES))
+    out, drawn = measure(task.adapter, task.judge, task.axis, task.label, bits=bits, wordings=heldout)
     other = AXES[1 - AXES.index(task.axis)]
     out["utility_per_axis"] = {task.axis: out["ira"], other: out["cra"]}
     concept = sum(p[AXES.index(task.axis)] == task.label for p in drawn.pairs)
     out["counts"] = dict(ua=concept, ira=len(drawn.pairs) - concept, cra=len(drawn.pairs) - concept)
+    if heldout:
+        out["counts"]["ua_paraphrase"] = concept * len(heldout)
     out["quantized"] = {str(b): dict(ua=out[f"ua_q{b}"]) for b in bits}
     return out, drawn
 
 
 def forget_and_utility(task) -> tuple[float, float]:
-    """The share of concept images still labelled the concept (1 − UA) and the mean of IRA and CRA."""
-    out, _ = measure(task.adapter, task.classifier, task.axis, task.label, bits=())
+    """The share of concept images the judge still labels the concept (1 − UA) and the mean of IRA and CRA."""
+    out, _ = measure(task.adapter, task.judge, task.axis, task.label, bits=())
     return 1 - out["ua"], (out["ira"] + out["cra"]) / 2
 
 

@@ -9,8 +9,8 @@ from razor.output_cache import OutputCache as cache
 
 
 def judge(t) -> str:
-    """Who labels the drawn images: the model's own classifier, or the named fallback."""
-    return t.classifier.judge
+    """Who labels the final metrics' images: the model folder's judge/, or the named fallback."""
+    return t.judge.judge
 
 
 __all__ = ["load", "save", "task", "probe", "cache", "evaluate", "keys", "forget_and_utility", "figure", "judge"]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from razor.errors import DataError
-from razor.families.sd.classifier import Classifier, classifier_for
+from razor.families.sd.classifier import Classifier, classifier_for, judge_for
 from razor.families.sd.metrics import AXES, PROMPT
 from razor.pairs import Pairs
 from razor.task import Task
@@ -27,7 +27,8 @@ from razor.task import Task
 class SdTask(Task):
     objective: str = "noise"
     objectives = ("noise", "embedding")
-    classifier: Classifier | None = None
+    classifier: Classifier | None = None  # labels the step search's probe images
+    judge: Classifier | None = None  # labels the final metrics' and the gate's images
     anchor_eps: dict[str, torch.Tensor] = field(default_factory=dict)  # item id → θ0's ε on its anchor prompt
     states: dict[str, torch.Tensor] = field(default_factory=dict)  # prompt → θ0's text states
 
@@ -39,7 +40,9 @@ class SdTask(Task):
                             f"{' and '.join(AXES)}; this one asks for {sets.axis!r} of data labelled on "
                             f"{', '.join(labels)} (import UnlearnCanvas data with `razor data import --layout unlearncanvas`)")
         task = super().load(adapter, sets, batch_size)
-        task.classifier = classifier_for(adapter.source, {a: task.labels[a] for a in AXES}, task.prompts)
+        labels = {a: task.labels[a] for a in AXES}
+        task.classifier = classifier_for(adapter.source, labels, task.prompts)
+        task.judge = judge_for(adapter.source, labels, task.prompts, task.classifier)
         task.freeze()
         return task
 
