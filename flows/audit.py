@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from pathlib import Path
 
-import mlflow
 import yaml
 from mlflow import MlflowClient
 
@@ -23,6 +23,7 @@ def sha256(path: Path) -> str | None:
 def resolve(name_at_version: str) -> tuple[str, str]:
     """MODEL[@VERSION] → (name, version); without a version, production (else the latest)."""
     name, _, version = name_at_version.partition("@")
+    registry.check_name(name, version or None)
     if version:
         return name, version
     version = registry.production(name)
@@ -35,22 +36,42 @@ def resolve(name_at_version: str) -> tuple[str, str]:
 
 
 def audit(ws: Workspace, name: str, version: str) -> dict:
-    """The chain root → version, each link with its request, manifests, delta, metrics and checks."""
+    """The chain root → version, each link with its request, manifests, delta, metrics and checks; an
+    artifact missing from the store is a finding. What it downloads is removed when it returns."""
+    with tempfile.TemporaryDirectory(prefix="razor-audit-") as tmp:
+        return _audit(ws, name, version, Path(tmp))
+
+
+def _audit(ws: Workspace, name: str, version: str, tmp: Path) -> dict:
     client = MlflowClient()
     links, problems = [], []
 
-    def expect(what: str, path: Path | str, recorded: str | None, actual: str | None) -> dict:
-        row = dict(what=what, file=str(path), recorded=recorded, actual=actual, ok=recorded == actual)
+    def expect(what: str, path: Path | str, recorded: str | None, actual: str | None, error: str = "") -> dict:
+        row = dict(what=what, file=str(path), recorded=recorded, actual=actual, ok=recorded == actual and not error)
+        if error:  # the artifact could not be fetched
+            row.update(error=error, missing=True)
         if not row["ok"]:
             problems.append(row)
         return row
+
+    def fetch(uri: str, what: str) -> Path | None:
+        """An artifact, or None (and a finding) if the store lost it."""
+        try:
+            return registry.fetch(uri, Path(tempfile.mkdtemp(dir=tmp)), what)
+        except RazorError as e:
+            expect(what, uri, "present", None, str(e))
+            return None
 
     for mv in registry.chain(name, version):
         run = client.get_run(mv.run_id)
         request_id = mv.tags["razor.request"]
         checks = []
         delta_sha = mv.tags["razor.delta_sha256"]
-        checks.append(expect("registered delta", registry.delta_file(mv), delta_sha, sha256(registry.delta_file(mv))))
+        try:
+            registered = registry.delta_file(mv, tmp)
+            checks.append(expect("registered delta", registered, delta_sha, sha256(registered)))
+        except RazorError as e:
+            checks.append(expect("registered delta", f"{mv.source}/delta.safetensors", delta_sha, None, str(e)))
         local = ws.stage_dir(request_id, "edit") / "delta.safetensors"
         checks.append(expect("delta", local, delta_sha, sha256(local)))
         for ds in run.inputs.dataset_inputs:
@@ -58,12 +79,14 @@ def audit(ws: Workspace, name: str, version: str) -> dict:
             name_ = tags["mlflow.data.context"]
             path = ws.stage_dir(request_id, "curate") / f"{name_}.parquet"
             checks.append(expect(f"{name_} manifest", path, tags.get("sha256"), sha256(path)))
-        recorded = artifact(mv.run_id, f"request/{request_id}.yaml")
         here = ws.request_file(request_id)
-        checks.append(expect("request", here, sha256(recorded), sha256(here)))
-        stages = (yaml.safe_load(artifact(mv.run_id, "dvc.lock").read_text()) or {}).get("stages", {})
+        if (recorded := fetch(f"runs:/{mv.run_id}/request/{request_id}.yaml", f"recorded request of v{mv.version}")) is not None:
+            checks.append(expect("request", here, sha256(recorded), sha256(here)))
+        lock = fetch(f"runs:/{mv.run_id}/dvc.lock", f"recorded dvc.lock of v{mv.version}")
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}) if lock is not None else {}
         entries = {k: v for k, v in stages.items() if k.endswith(f"@{request_id}")}
-        base = json.loads(Path(mlflow.artifacts.download_artifacts(f"{mv.source}/base.json")).read_text())
+        base_file = fetch(f"{mv.source}/base.json", f"base record of v{mv.version}")
+        base = json.loads(base_file.read_text()) if base_file is not None else dict(components=[], base_sha256={})
         links.append(dict(version=mv.version, request=request_id, concept=mv.tags["razor.concept"],
                           method=mv.tags["razor.method"], parent_version=mv.tags.get("razor.parent_version", ""),
                           base_model=mv.tags["razor.base_model"], components=base["components"],
@@ -80,10 +103,6 @@ def audit(ws: Workspace, name: str, version: str) -> dict:
     return dict(model=name, version=version, chain=links, problems=problems, ok=not problems)
 
 
-def artifact(run_id: str, path: str) -> Path:
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path))
-
-
 def render(result: dict) -> str:
     verdict = "OK" if result["ok"] else f"{len(result['problems'])} problem(s)"
     lines = [f"audit {result['model']}@{result['version']}: {verdict}"]
@@ -94,6 +113,9 @@ def render(result: dict) -> str:
         for c in link["checks"]:
             lines.append(f"    {'ok ' if c['ok'] else 'BAD'} {c['what']}: {c['file']}")
     for p in result["problems"]:
+        if p.get("missing"):
+            lines.append(f"MISSING {p['what']}: {p['file']} — {p['error']}")
+            continue
         lines.append(f"MISMATCH {p['what']}: {p['file']} (recorded {str(p['recorded'])[:12]}…, now {str(p['actual'])[:12]}…)"
                      + (f" — {p['error']}" if p.get("error") else ""))
     return "\n".join(lines)

@@ -49,12 +49,15 @@ class StoreUnreachable(RazorError):
 
 
 def check_store(ws: Workspace) -> None:
-    """Refuse to start when the tracking store does not answer (one try, 10 s at most)."""
+    """Refuse to start when the tracking store does not answer (one try, $RAZOR_SERVICE_TIMEOUT seconds
+    at most, default 10)."""
     uri = tracking_uri(ws)
     saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
-    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10")
+    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+                      MLFLOW_HTTP_REQUEST_TIMEOUT=os.environ.get("RAZOR_SERVICE_TIMEOUT", "10"))
     try:
-        MlflowClient(uri).search_experiments(max_results=1)
+        with ws.lock("store"):  # a new SQLite store is created (migrated) by one process at a time
+            MlflowClient(uri).search_experiments(max_results=1)
     except Exception as e:  # noqa: BLE001 — any failure to answer means the same to the user
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise StoreUnreachable(f"the MLflow tracking store {uri} cannot be reached ({reason}); start it, or unset "
@@ -67,13 +70,11 @@ def check_store(ws: Workspace) -> None:
 def experiment(ws: Workspace) -> str:
     """The experiment id, created with an explicit artifact location if new."""
     mlflow.set_tracking_uri(tracking_uri(ws))
-    found = mlflow.get_experiment_by_name(EXPERIMENT)
-    if found is None:
-        try:
-            mlflow.create_experiment(EXPERIMENT, (ws.root / "mlartifacts").as_uri())
-        except mlflow.exceptions.MlflowException:  # created meanwhile by a run beside this one
-            pass
+    with ws.lock("store"):  # a new SQLite store and its experiment are created by one process at a time
         found = mlflow.get_experiment_by_name(EXPERIMENT)
+        if found is None:
+            mlflow.create_experiment(EXPERIMENT, (ws.root / "mlartifacts").as_uri())
+            found = mlflow.get_experiment_by_name(EXPERIMENT)
     mlflow.set_experiment(experiment_id=found.experiment_id)
     return found.experiment_id
 

@@ -11,6 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
+from razor.data import read_manifest
 from razor.errors import ModelError
 from razor.families import DEMO_MODELS
 from razor.io import atomic_path
@@ -44,19 +45,21 @@ def check_model(ws: Workspace, spec: str) -> None:
 
 
 def submit(ws: Workspace, path: Path) -> Request:
-    """Validate a request file (schema, model, data, paths, id) and queue it."""
+    """Validate a request file (schema, model, data, paths, id) and queue it; submits side by side
+    take turns at the queue, so each id is taken once."""
     req = load_request(path)
-    if (folder(ws) / f"{req.id}.json").exists() or ws.request_file(req.id).exists():
-        raise RequestError(f"request id {req.id!r} was already submitted; give the new request its own id")
     check_model(ws, req.model)
     for which in ("forget_data", "retain_data"):
-        req.data_path(which, ws.data)  # present and inside the data root
+        if (found := req.data_path(which, ws.data)) is not None:  # present and inside the data root
+            read_manifest(found, verify=False, within=ws.data)  # and so are its images
     if req.forget_data is None and ws.root_model(req.model) not in DEMO_MODELS:
         raise RequestError(f"request {req.id}: forget_data is required for model {req.model!r}")
-    with atomic_path(folder(ws) / f"{req.id}.yaml") as tmp:
-        shutil.copyfile(path, tmp)
-    with ws.lock():
-        seq = 1 + max((e["seq"] for e in entries(ws)), default=0)
+    with ws.lock("queue"):
+        if (folder(ws) / f"{req.id}.json").exists() or ws.request_file(req.id).exists():
+            raise RequestError(f"request id {req.id!r} was already submitted; give the new request its own id")
+        with atomic_path(folder(ws) / f"{req.id}.yaml") as tmp:
+            shutil.copyfile(path, tmp)
+        seq = 1 + max((e["seq"] for e in entries(ws) if e["seq"] is not None), default=0)
         write(ws, req.id, dict(id=req.id, seq=seq, state="queued", reason="", submitted=now(), updated=now()))
     return req
 
@@ -67,8 +70,21 @@ def write(ws: Workspace, request_id: str, entry: dict) -> None:
 
 
 def entries(ws: Workspace) -> list[dict]:
-    """Every request ever submitted, oldest first."""
-    return sorted((json.loads(p.read_text()) for p in folder(ws).glob("*.json")), key=lambda e: e["seq"])
+    """Every request ever submitted, oldest first; an entry that cannot be read is listed as
+    `unreadable`, with the fix, after the others."""
+    return sorted((entry(p) for p in folder(ws).glob("*.json")), key=lambda e: (e["seq"] is None, e["seq"] or 0, e["id"]))
+
+
+def entry(path: Path) -> dict:
+    try:
+        found = json.loads(path.read_text())
+        if isinstance(found, dict) and {"id", "seq", "state"} <= set(found):
+            return found
+        problem = "not a queue entry"
+    except (OSError, ValueError) as e:
+        problem = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return dict(id=path.stem, seq=None, state="unreadable", submitted="", updated="",
+                reason=f"{path} cannot be read ({problem}); delete it and submit the request again")
 
 
 def set_state(ws: Workspace, request_id: str, state: str, reason: str = "", **extra) -> dict:

@@ -27,6 +27,17 @@ from razor.io import atomic_dir
 from stages.workspace import ORIGIN, Workspace
 
 ALIAS = "production"
+NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,199}")  # what registered_name gives
+
+
+def check_name(name: str, version: str | None = None) -> None:
+    """A registered model name (and version) as razor writes them, before either reaches a registry
+    query or a path."""
+    if not NAME.fullmatch(name):
+        raise RazorError(f"{name!r} is not a registered model name (lowercase letters, digits, '.', '_', '-', such as "
+                         "clip-demo); `razor request list` shows the names")
+    if version is not None and not re.fullmatch(r"[1-9][0-9]{0,8}", str(version)):
+        raise RazorError(f"version {version!r} of {name} is not a version number (1, 2, …)")
 
 
 def registered_name(ws: Workspace, model: str) -> str:
@@ -41,6 +52,7 @@ def origin(ws: Workspace, spec: str) -> dict:
 
 
 def production(name: str) -> str | None:
+    check_name(name)
     try:
         return str(MlflowClient().get_model_version_by_alias(name, ALIAS).version)
     except MlflowException:
@@ -49,6 +61,7 @@ def production(name: str) -> str | None:
 
 def chain(name: str, version: str) -> list:
     """The versions from the root to `version`, each one's parent before it."""
+    check_name(name, version)
     client, out, v = MlflowClient(), [], str(version)
     while v:
         try:
@@ -60,22 +73,34 @@ def chain(name: str, version: str) -> list:
     return out[::-1]
 
 
-def delta_file(mv) -> Path:
-    """The registered delta of a version (a local path: downloaded or in the local artifact store)."""
-    return Path(mlflow.artifacts.download_artifacts(f"{mv.source}/delta.safetensors"))
+def fetch(uri: str, dst: Path, what: str) -> Path:
+    """An artifact downloaded into `dst` (a folder the caller removes); a missing one is named."""
+    dst.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+    except (MlflowException, OSError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise RazorError(f"the {what} ({uri}) is missing or unreadable ({reason}); restore the artifact store "
+                         "(mlartifacts/) from its backup") from e
+
+
+def delta_file(mv, dst: Path) -> Path:
+    """The registered delta of a version, downloaded under `dst`."""
+    return fetch(f"{mv.source}/delta.safetensors", dst / f"v{mv.version}", f"registered delta of {mv.name} v{mv.version}")
 
 
 def materialize(ws: Workspace, name: str, version: str) -> Path:
     """data/models/<name>/v<version>/: the version's full weights, built from its chain of deltas."""
-    folder = ws.data / "models" / name / f"v{version}"
     versions = chain(name, version)
+    folder = ws.data / "models" / name / f"v{version}"
     expected = versions[-1].tags["razor.weights_sha256"]
     if (folder / ORIGIN).is_file() and weights_sha256(ws.model(folder.relative_to(ws.data).as_posix()).model) == expected:
         return folder  # already built, and its bytes still are that version's
     adapter = ws.model(versions[0].tags["razor.base_model"])
     params = adapter.parameters()
-    for mv in versions:
-        Delta.load(delta_file(mv)).apply(params)
+    with tempfile.TemporaryDirectory(prefix="razor-deltas-") as tmp:
+        for mv in versions:
+            Delta.load(delta_file(mv, Path(tmp))).apply(params)
     actual = weights_sha256(adapter.model)
     if actual != expected:
         raise RazorError(f"{name} v{version} rebuilt from its deltas has weights sha256 {actual[:12]}… but was registered "

@@ -107,7 +107,7 @@ def _record(ws: Workspace, request_id: str, ran: dict[str, bool]) -> tuple[str, 
 
 
 def admit(ws: Workspace, path: Path) -> str:
-    """Validate a request file, place it at data/requests/<id>.yaml and list its id in params.yaml."""
+    """Place a request file at data/requests/<id>.yaml and list its id in params.yaml."""
     req = load_request(path)
     target = ws.request_file(req.id)
     if not target.exists():
@@ -137,6 +137,8 @@ def unlearn(request: str, workspace: str = ".") -> dict:
     ws = Workspace(Path(workspace).resolve())
     if not (ws.root / "dvc.yaml").is_file():
         raise RazorError(f"{ws.root} has no dvc.yaml; run from the project root (or pass --workspace)")
+    load_request(request)  # bad input is refused before the store is touched
+    ws.params_doc()
     with ws.lock():  # one flow at a time creates a new store (SQLite migrations race) and edits params.yaml
         lineage.check_store(ws)
         request_id = admit(ws, Path(request))

@@ -12,9 +12,11 @@ import click
 import yaml
 from pydantic import ValidationError
 
-from razor.config import DTYPES
+from razor.config import DTYPES, MAX_SEED
 from razor.errors import RazorError
 from razor.methods import METHODS
+
+SEED = click.IntRange(0, MAX_SEED)
 
 
 def friendly(fn):
@@ -61,7 +63,7 @@ def main():
               type=click.Choice(list(METHODS)))
 @click.option("--param", "params", multiple=True, help="method parameter KEY=VALUE (repeatable)")
 @click.option("--out", type=click.Path(file_okay=False), help="folder for the delta, logs, report and plots")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--dtype", default="fp32", show_default=True, type=click.Choice(DTYPES),
               help="the weights' precision")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N")
@@ -137,7 +139,7 @@ def info(as_json):
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 @click.option("--exclude", help="leave this concept (label or axis:label) out: the retrain oracle")
 @click.option("--steps", default=1500, show_default=True, type=click.IntRange(min=1))
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @friendly
 def train(data, out, exclude, steps, seed):
     """Train the demo CLIP contrastively (about 7 minutes on 2 CPU cores)."""
@@ -153,7 +155,7 @@ def train(data, out, exclude, steps, seed):
 @click.option("--data", type=click.Path(dir_okay=False), help="Parquet manifest (default: the demo world)")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 @click.option("--steps", default=1200, show_default=True, type=click.IntRange(min=1))
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @friendly
 def train_vlm(data, out, steps, seed):
     """Train the demo VLM (a tiny LLaVA on the demo CLIP's vision tower) on demo-world questions."""
@@ -171,14 +173,17 @@ def train_vlm(data, out, steps, seed):
 @click.option("--minutes", default=28.0, show_default=True, type=click.FloatRange(min=0), help="stop training after this long")
 @click.option("--classifier-steps", default=600, show_default=True, type=click.IntRange(min=1),
               help="training steps of the image classifier that labels generations")
-@click.option("--seed", default=0, show_default=True)
+@click.option("--judge-steps", default=1200, show_default=True, type=click.IntRange(min=1),
+              help="training steps of the independent judge of the final metrics")
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @friendly
-def train_sd(data, out, steps, minutes, classifier_steps, seed):
+def train_sd(data, out, steps, minutes, classifier_steps, judge_steps, seed):
     """Train the demo diffusion model (a tiny pixel-space UNet on the demo CLIP's text tower) on objects × styles,
     then its image classifier."""
     from razor.demo.sd import train_sd as run
 
-    record = run(out, data, seed=seed, steps=steps, minutes=minutes, classifier_steps=classifier_steps)
+    record = run(out, data, seed=seed, steps=steps, minutes=minutes, classifier_steps=classifier_steps,
+                 judge_steps=judge_steps)
     acc = ", ".join(f"{k} {v:.3f}" for k, v in record["generated_accuracy"].items())
     click.echo(f"trained {record['steps']} steps in {record['seconds']:.0f}s; generated images labelled right: {acc}; "
                f"saved to {out}")
@@ -188,7 +193,7 @@ def train_sd(data, out, steps, minutes, classifier_steps, seed):
 @click.option("--model", "folder", default=None, type=click.Path(file_okay=False, exists=True),
               help="SD model folder (default: the demo SD model)")
 @click.option("--steps", default=1200, show_default=True, type=click.IntRange(min=1))
-@click.option("--seed", default=1, show_default=True)
+@click.option("--seed", default=1, show_default=True, type=SEED)
 @friendly
 def train_judge(folder, steps, seed):
     """Train the independent judge of a demo-world SD folder's generations (judge/: a classifier from another seed,
@@ -209,14 +214,14 @@ def data():
 @data.command("import")
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False))
-@click.option("--seed", default=0, show_default=True)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--layout", type=click.Choice(["folders", "unlearncanvas", "celeba", "imagenet", "webdataset"]),
               default="folders", show_default=True,
               help="folders: FOLDER/<label>/<image>; unlearncanvas: FOLDER/<style>/<object>/<image>; celeba: "
                    "FOLDER/img_align_celeba/ + identity_CelebA.txt; imagenet: FOLDER/{train,val}/<wnid>/<image>; "
                    "webdataset: FOLDER/*.tar shards of <key>.jpg + <key>.txt")
 @click.option("--names", type=click.Path(dir_okay=False), help="celeba, imagenet, webdataset: '<id> <name>' per line")
-@click.option("--top", type=int, help="celeba: keep the identities with the most images")
+@click.option("--top", type=click.IntRange(min=1), help="celeba: keep the identities with the most images")
 @friendly
 def import_(folder, out, seed, layout, names, top):
     """Manifest of an image folder (png/jpg): hashes, seeded splits, captions."""
@@ -250,11 +255,13 @@ def check(file, data_root):
     """Validate a request file and the data it names; print it normalised."""
     from pathlib import Path
 
+    from razor.data import read_manifest
     from razor.request import load_request
 
     req = load_request(file)
     for which in ("forget_data", "retain_data"):
-        req.data_path(which, Path(data_root))
+        if (path := req.data_path(which, Path(data_root))) is not None:
+            read_manifest(path, verify=False, within=Path(data_root))
     click.echo(json.dumps(req.model_dump()))
 
 
@@ -270,7 +277,7 @@ def prefect_defaults():
 
 
 def open_workspace(path: str):
-    """The workspace at `path`, with MLflow pointed at its store."""
+    """The workspace at `path`, with MLflow pointed at its store (refused if the store does not answer)."""
     from pathlib import Path
 
     from stages.workspace import Workspace
@@ -281,6 +288,7 @@ def open_workspace(path: str):
         raise RazorError(f"{ws.root} has no dvc.yaml; run from the project root (or pass --workspace)")
     from flows import lineage
 
+    lineage.check_store(ws)  # an unreachable store is named at once, not after MLflow's retries
     lineage.experiment(ws)
     return ws
 

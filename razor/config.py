@@ -7,10 +7,11 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DTYPES = ("fp32", "fp16", "bf16")  # the weights' precision a model loads in
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 
 
 class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # FA@1 on forget-val that counts as forgotten: a share, or "oracle" (razor/target.py)

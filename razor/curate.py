@@ -71,9 +71,10 @@ def curate(manifest: Manifest, concept: str, retain_manifest: Manifest | None = 
     this edit neither re-learns it nor counts it as something to keep."""
     axis, label = manifest.resolve_concept(concept)
     carries = manifest.carries(axis, label)
-    this = set(concept_parts(f"{axis}:{label}"))
-    forgotten = tuple(c for c in forgotten if not set(concept_parts(c)) <= this)  # this request forgets those itself
-    earlier = [part for c in forgotten for part in concept_parts(c)]
+    labels = manifest.labels()
+    this = set(concept_parts(f"{axis}:{label}", labels))
+    forgotten = tuple(c for c in forgotten if not set(concept_parts(c, labels)) <= this)  # this request forgets those itself
+    earlier = [part for c in forgotten for part in concept_parts(c, labels)]
 
     def keep(r) -> bool:
         return not any(r.get(a) == lab for a, lab in earlier)

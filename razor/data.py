@@ -18,6 +18,7 @@ import io
 import json
 import os
 import random
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -29,11 +30,12 @@ from PIL import Image, UnidentifiedImageError
 
 from razor.errors import DataError, LabelError
 from razor.io import atomic_path, sha256_file
-from razor.templates import problem
+from razor.templates import fields, problem, slots
 
 REQUIRED = ("item_id", "path", "label", "caption", "split", "sha256")
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+MAX_PIXELS = 8192 * 8192  # per image; below PIL's own decompression-bomb warning
 IMPORT_TEMPLATES = ("a photo of a {}", "a picture of a {}", "an image of a {}", "{}")
 DEFAULT_PROMPT = "a photo of a {}"
 
@@ -84,7 +86,7 @@ class Manifest:
 
     def carries(self, axis: str, label: str):
         """Predicate: the row carries `label` (or one of the labels of a "a+b" concept) on `axis`."""
-        wanted = {label, *label.split("+")}
+        wanted = {part for _, part in concept_parts(f"{axis}:{label}", self.labels())}
         return lambda r: r[axis] in wanted
 
     def resolve(self, row: dict) -> Path:
@@ -140,8 +142,9 @@ def _metadata(table: pa.Table, path: Path):
         raise DataError(f"manifest {path} has unreadable razor metadata ({e}); {fix}") from e
     if not (isinstance(axes, list) and axes and all(isinstance(a, str) and a for a in axes) and len(set(axes)) == len(axes)):
         raise DataError(f"manifest {path}: razor.axes must be a list of distinct column names, not {axes!r}; {fix}")
-    if not isinstance(prompts, dict) or not all(isinstance(v, str) and "{}" in v for v in prompts.values()):
-        raise DataError(f"manifest {path}: razor.prompts must map axes to templates holding {{}} "
+    if not isinstance(prompts, dict) or not all(isinstance(v, str) and slots(v) == 1 and not fields(v)
+                                                for v in prompts.values()):
+        raise DataError(f"manifest {path}: razor.prompts must map axes to templates holding {{}} once and no other field "
                         f"(e.g. 'a photo of a {{}}'), not {prompts!r}; {fix}")
     if vocabulary is not None and not (isinstance(vocabulary, dict) and all(
             isinstance(vocabulary.get(a), list) and all(isinstance(x, str) for x in vocabulary[a]) for a in axes)):
@@ -151,8 +154,9 @@ def _metadata(table: pa.Table, path: Path):
     return tuple(axes), {a: prompts.get(a, DEFAULT_PROMPT) for a in axes}, root, vocabulary, templates
 
 
-def read_manifest(path: str | Path, verify: bool = True) -> Manifest:
-    """Read and validate a manifest; with `verify`, re-hash every file against its sha256."""
+def read_manifest(path: str | Path, verify: bool = True, within: Path | None = None) -> Manifest:
+    """Read and validate a manifest; with `verify`, re-hash every file against its sha256; with
+    `within` (the data root), refuse a manifest whose image root lies outside it."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"manifest {path} does not exist; create one with `razor data import FOLDER --out {path}`")
@@ -180,6 +184,9 @@ def read_manifest(path: str | Path, verify: bool = True) -> Manifest:
     if table.num_rows == 0:
         raise DataError(f"manifest {path} is empty; it needs at least one image per label")
     manifest = Manifest(table, (path.parent / root).resolve(), axes, prompts, path.resolve(), vocabulary, templates)
+    if within is not None and not manifest.root.is_relative_to(within.resolve()):
+        raise DataError(f"manifest {path} takes its images from {manifest.root}, outside the data root {within.resolve()}; "
+                        "import the images under the data root and re-create the manifest there")
     ids = table.column("item_id").to_pylist()
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
@@ -212,6 +219,7 @@ def write_manifest(rows: list[dict], out: str | Path, axes=("label",), prompts=N
     if not rows:
         raise DataError("refusing to write an empty manifest; the folder holds no images")
     out = Path(out).resolve()
+    check_target(out)
     table = pa.Table.from_pylist(rows)
     meta = {
         "razor.axes": json.dumps(list(axes)),
@@ -230,6 +238,20 @@ def write_manifest(rows: list[dict], out: str | Path, axes=("label",), prompts=N
     return out
 
 
+def check_target(out: Path) -> None:
+    """A manifest is written only to a new .parquet file or over a manifest (never over an image or
+    another file)."""
+    if out.suffix.lower() != ".parquet":
+        raise DataError(f"manifest file {out} must end in .parquet; choose another --out")
+    if out.exists():
+        try:
+            ours = b"razor.axes" in (pq.read_schema(out).metadata or {})
+        except (pa.ArrowException, OSError):
+            ours = False
+        if not ours:
+            raise DataError(f"{out} exists and is not a manifest; razor replaces only a manifest — choose another --out")
+
+
 def import_folder(folder: str | Path, out: str | Path, seed: int = 0, val: float = 0.15, test: float = 0.15) -> Path:
     """Manifest of an image folder laid out FOLDER/<label>/<image>: hashes, seeded splits, captions."""
     folder = Path(folder)
@@ -240,7 +262,7 @@ def import_folder(folder: str | Path, out: str | Path, seed: int = 0, val: float
     for label_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         files = sorted(p for p in label_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         for f, split in seeded_split(files, rng, val, test):
-            check_image(f)
+            check_image(f, folder)
             label = label_dir.name
             rows.append(dict(
                 item_id=f"{label}/{f.name}",
@@ -265,13 +287,32 @@ def seeded_split(files: list[Path], rng: random.Random, val: float, test: float)
             for rank, i in enumerate(order)]
 
 
-def check_image(path: Path) -> None:
-    """Refuse a file that is not a readable image, naming it."""
+def check_image(path: Path, root: Path | None = None) -> None:
+    """Refuse a file that is not a regular, readable image of at most MAX_PIXELS pixels (or, given
+    `root`, that resolves outside it), naming it."""
+    if root is not None and not path.resolve().is_relative_to(root.resolve()):
+        raise DataError(f"{path} resolves to {path.resolve()}, outside {root}; copy the image into the folder")
+    if not path.is_file():
+        raise DataError(f"{path} is not a regular file (a pipe, device or folder); remove it from the image folder")
+    decodable(path, str(path))
+
+
+def decodable(source, name: str) -> None:
+    """Refuse an image (a path or a file object) that does not decode or exceeds MAX_PIXELS."""
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings(), Image.open(source) as im:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused by size below
+            check_pixels(im, name)
             im.load()
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"{path} is not a readable image ({e}); remove or replace it") from e
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+        raise DataError(f"{name} is not a readable image ({e}); remove or replace it") from e
+
+
+def check_pixels(im: Image.Image, name: str) -> None:
+    """Refuse an image larger than MAX_PIXELS before its pixels are decoded."""
+    w, h = im.size
+    if w * h > MAX_PIXELS:
+        raise DataError(f"{name} is {w}×{h} pixels; images may have at most {MAX_PIXELS:,} pixels — downscale it")
 
 
 def load_images(manifest: Manifest, size: int, mean, std) -> "np.ndarray":
@@ -280,20 +321,25 @@ def load_images(manifest: Manifest, size: int, mean, std) -> "np.ndarray":
     for i, row in enumerate(manifest.rows):
         file = "embedded image" if row.get("image") is not None else manifest.resolve(row)
         try:
-            with Image.open(io.BytesIO(manifest.image_bytes(row))) as im:
+            with warnings.catch_warnings(), Image.open(io.BytesIO(manifest.image_bytes(row))) as im:
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused by size below
+                check_pixels(im, f"item {row['item_id']!r}: {file}")
                 im = im.convert("RGB")
                 w, h = im.size
                 s = size / min(w, h)
                 im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
                 left, top = (im.width - size) // 2, (im.height - size) // 2
                 arr = np.asarray(im.crop((left, top, left + size, top + size)), np.float32) / 255.0
-        except (UnidentifiedImageError, OSError) as e:
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
             raise DataError(f"item {row['item_id']!r}: {file} is not a readable image ({e}); remove or replace it") from e
         out[i] = ((arr - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).transpose(2, 0, 1)
     return out
 
 
-def concept_parts(concept: str) -> list[tuple[str, str]]:
-    """"axis:a+b" → [(axis, a), (axis, b)]: the single labels a concept key names."""
+def concept_parts(concept: str, labels: dict[str, list[str]]) -> list[tuple[str, str]]:
+    """"axis:a+b" → [(axis, a), (axis, b)]: the single labels a concept key names; a label of `labels`
+    that itself holds "+" (c++) is one label, matched by name."""
     axis, label = concept.split(":", 1)
+    if label in labels.get(axis, ()):
+        return [(axis, label)]
     return [(axis, part) for part in label.split("+")]

@@ -11,9 +11,8 @@ import tarfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
 
-from razor.data import IMAGE_SUFFIXES, check_image, seeded_split, write_manifest
+from razor.data import IMAGE_SUFFIXES, check_image, decodable, seeded_split, write_manifest
 from razor.errors import DataError
 from razor.io import sha256_file
 
@@ -21,6 +20,7 @@ UNLEARNCANVAS_PROMPTS = {"styles": "an image in {} style", "objects": "an image 
 CELEBA_PROMPTS = {"identities": "a photo of {}"}
 IMAGENET_PROMPTS = {"label": "a photo of a {}"}
 CELEBA_SPLITS = {"0": "train", "1": "val", "2": "test"}  # list_eval_partition.txt
+MAX_MEMBER_BYTES = 64 * 1024 * 1024  # one WebDataset sample file
 
 
 def import_unlearncanvas(folder: str | Path, out: str | Path, seed: int = 0, val: float = 0.15,
@@ -37,7 +37,7 @@ def import_unlearncanvas(folder: str | Path, out: str | Path, seed: int = 0, val
             style, obj = style_dir.name, object_dir.name
             files = sorted(p for p in object_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             for f, split in seeded_split(files, rng, val, test):
-                check_image(f)
+                check_image(f, folder)
                 rows.append(dict(item_id=f"{style}/{obj}/{f.name}", path=f.relative_to(folder).as_posix(), label=obj,
                                  caption=f"An image of {obj} in {style} style.", split=split, sha256=sha256_file(f),
                                  styles=style, objects=obj))
@@ -49,8 +49,13 @@ def import_unlearncanvas(folder: str | Path, out: str | Path, seed: int = 0, val
 
 def read_pairs(path: Path, what: str) -> list[tuple[str, str]]:
     """The `<key> <value>` lines of a text file (the value may hold spaces), blank lines skipped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); convert it, for example with "
+                        f"`iconv -f latin1 -t utf-8`") from e
     pairs = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if line.strip():
             parts = line.split(maxsplit=1)
             if len(parts) != 2:
@@ -103,7 +108,7 @@ def import_celeba(folder: str | Path, out: str | Path, names: str | Path | None 
         files = sorted(groups[who])
         splits = [(f, fixed[f.name]) for f in files] if fixed else seeded_split(files, rng, val, test)
         for f, split in splits:
-            check_image(f)
+            check_image(f, folder)
             rows.append(dict(item_id=f.name, path=f.relative_to(folder).as_posix(), label=name,
                              caption=f"a photo of {name}.", split=split, sha256=sha256_file(f), identities=name))
     if not rows:
@@ -133,7 +138,7 @@ def import_imagenet(folder: str | Path, out: str | Path, names: str | Path | Non
             splits = split_of(sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
             name = named.get(class_dir.name, class_dir.name)
             for f, split in splits:
-                check_image(f)
+                check_image(f, folder)
                 rows.append(dict(item_id=f.relative_to(folder).as_posix(), path=f.relative_to(folder).as_posix(),
                                  label=name, caption=f"a photo of a {name}.", split=split, sha256=sha256_file(f)))
     if not rows:
@@ -160,17 +165,16 @@ def import_webdataset(folder: str | Path, out: str | Path, names: str | Path | N
                 for member in tar:
                     key, _, ext = member.name.rpartition(".")
                     if member.isfile() and ext.lower() in ("jpg", "jpeg", "png", "txt"):
+                        if member.size > MAX_MEMBER_BYTES:
+                            raise DataError(f"{shard}: member {member.name} declares {member.size:,} bytes; samples may "
+                                            f"be at most {MAX_MEMBER_BYTES:,} bytes — drop it from the shard")
                         samples[key]["txt" if ext == "txt" else "image"] = tar.extractfile(member).read()
         except tarfile.TarError as e:
             raise DataError(f"{shard} is not a readable tar shard ({e}); re-download or remove it") from e
         keys = sorted(k for k, s in samples.items() if "image" in s and "txt" in s)
         for key, split in seeded_split(keys, rng, val, test):
             data, caption = samples[key]["image"], samples[key]["txt"].decode("utf-8", "replace").strip()
-            try:
-                with Image.open(io.BytesIO(data)) as im:
-                    im.load()
-            except (UnidentifiedImageError, OSError) as e:
-                raise DataError(f"{shard.name}: sample {key} is not a readable image ({e}); drop it from the shard") from e
+            decodable(io.BytesIO(data), f"{shard.name}: sample {key}")
             who = next((n for n in people if n.lower() in caption.lower()), None)
             rows.append(dict(item_id=f"{shard.stem}/{key}", path=f"{shard.name}#{key}", label=who or "", caption=caption,
                              split=split, sha256=hashlib.sha256(data).hexdigest(), identities=who, image=data))

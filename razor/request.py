@@ -16,9 +16,10 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from razor import yamlfile
+from razor.config import MAX_SEED
 from razor.errors import RazorError
 from razor.methods import METHODS
 
@@ -71,7 +72,7 @@ class Request(BaseModel):
     retain_data: str | None = None
     method: str = "razor"
     params: dict = Field(default_factory=dict)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
     @field_validator("method")
     @classmethod
@@ -80,10 +81,18 @@ class Request(BaseModel):
             raise ValueError(f"unknown method {v!r}; choose one of {', '.join(METHODS)}")
         return v
 
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str) -> str:
+        if Path(v).is_absolute() or ".." in Path(v).parts or "\0" in v:
+            raise ValueError(f"{v!r} must be a demo model, a folder relative to the data root (without '..'), "
+                             "or a hub id")
+        return v
+
     @field_validator("forget_data", "retain_data")
     @classmethod
     def _relative(cls, v: str | None) -> str | None:
-        if v is not None and (Path(v).is_absolute() or ".." in Path(v).parts):
+        if v is not None and (Path(v).is_absolute() or ".." in Path(v).parts or "\0" in v):
             raise ValueError(f"{v!r} must be a path relative to the data root, without '..'")
         return v
 
@@ -102,19 +111,11 @@ class Request(BaseModel):
 
 
 def load_request(path: str | Path) -> Request:
-    """Read and validate a request file (YAML, safe_load, at most 64 KiB)."""
+    """Read and validate a request file (strict YAML, at most 64 KiB)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise RequestError(f"request file {path} does not exist")
-    if path.stat().st_size > MAX_BYTES:
-        raise RequestError(f"request file {path} is {path.stat().st_size} bytes; requests are at most {MAX_BYTES} bytes")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as e:
-        raise RequestError(f"request file {path} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8 YAML") from e
-    except (yaml.YAMLError, RecursionError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise RequestError(f"request file {path} is not valid YAML ({first}); fix its syntax") from e
+    raw = yamlfile.read(path, "request file", MAX_BYTES, RequestError)
     if not isinstance(raw, dict):
         raise RequestError(f"request file {path} must hold a mapping (id, model, concept, …), not {type(raw).__name__}")
     try:

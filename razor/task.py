@@ -72,7 +72,7 @@ class Task(ABC):
             raise RazorError(f"{adapter.family} requests forget one label at a time, not {sets.label!r}; "
                              "send one request per label")
         carries = sets.eval.carries(sets.axis, sets.label)
-        earlier = [part for c in sets.forgotten for part in concept_parts(c)]
+        earlier = [part for c in sets.forgotten for part in concept_parts(c, labels)]
 
         def kind(r) -> str:
             return "forget" if carries(r) else "kept" if any(r.get(a) == lab for a, lab in earlier) else "retain"
@@ -103,7 +103,7 @@ class Task(ABC):
 
     def kept_ids(self) -> list[tuple[str, int]]:
         """(axis, label id) of each concept the model already forgot."""
-        return [(a, self.labels[a].index(lab)) for c in self.forgotten for a, lab in concept_parts(c)]
+        return [(a, self.labels[a].index(lab)) for c in self.forgotten for a, lab in concept_parts(c, self.labels)]
 
     # -- the family's objectives on one batch (METHOD.md §6) ---------------------------------
     @abstractmethod

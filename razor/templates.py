@@ -15,6 +15,14 @@ def fields(template: str) -> tuple[str, ...]:
     return tuple(f for _, f, _, _ in string.Formatter().parse(template) if f)
 
 
+def slots(template: str) -> int:
+    """How many `{}` (the label) a wording holds; -1 if it does not parse as a format string."""
+    try:
+        return sum(1 for _, f, _, _ in string.Formatter().parse(template) if f == "")
+    except ValueError:
+        return -1
+
+
 def problem(templates, axes: tuple[str, ...]) -> str | None:
     """What is wrong with a `razor.templates` value, or None."""
     if not isinstance(templates, dict):
@@ -32,8 +40,8 @@ def problem(templates, axes: tuple[str, ...]) -> str | None:
                     named = fields(w)
                 except ValueError as e:
                     return f"razor.templates wording {w!r} does not parse ({e})"
-                if "{}" not in w or set(named) - set(axes) or axis in named:
-                    return (f"razor.templates wording {w!r} must hold {{}} (the label) and name only other axes "
+                if slots(w) != 1 or set(named) - set(axes) or axis in named:
+                    return (f"razor.templates wording {w!r} must hold {{}} (the label) once and name only other axes "
                             f"({', '.join(a for a in axes if a != axis)}) as {{axis}}")
     return None
 

@@ -25,9 +25,9 @@ def run(ws: Workspace, request_id: str) -> None:
         source = demo_manifest()
     else:
         source = req.data_path("forget_data", ws.data)
-    manifest = read_manifest(source)
+    manifest = read_manifest(source, within=None if req.forget_data is None else ws.data)
     retain_path = req.data_path("retain_data", ws.data)
-    retain = read_manifest(retain_path) if retain_path else None
+    retain = read_manifest(retain_path, within=ws.data) if retain_path else None
     concept = req.concept.key(manifest.axes)
     forgotten = tuple((ws.origin(req.model) or {}).get("forgotten", ()))  # by the versions this model descends from
     chosen = curate(manifest, concept, retain, p.forget_size, p.retain_size, p.eval_size, req.seed,

@@ -17,9 +17,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
+from razor import yamlfile
 from razor.cost import measure
 from razor.curate import Curated
 from razor.errors import RazorError
@@ -41,13 +41,23 @@ class Workspace:
     def data(self) -> Path:
         return self.root / "data"
 
-    def params(self, section: str) -> dict:
-        """One section of params.yaml (safe_load)."""
+    def params_doc(self) -> dict:
+        """The whole of params.yaml (strict YAML: duplicate keys and alias bombs refused)."""
         path = self.root / "params.yaml"
         if not path.is_file():
             raise RazorError(f"{path} is missing; run from the project (or workspace) root that holds params.yaml")
-        raw = yaml.safe_load(path.read_text()) or {}
-        return dict(raw.get(section) or {})
+        raw = yamlfile.read(path, "params file") or {}
+        if not isinstance(raw, dict):
+            raise RazorError(f"params file {path} must hold a mapping of sections (curate, rank, …); fix its layout")
+        return raw
+
+    def params(self, section: str) -> dict:
+        """One section of params.yaml."""
+        values = self.params_doc().get(section) or {}
+        if not isinstance(values, dict):
+            raise RazorError(f"params file {self.root / 'params.yaml'}: section {section} must map names to values; "
+                             f"fix its layout")
+        return dict(values)
 
     def settings(self, section: str, req: dict, cls, pipeline_only: tuple[str, ...] = ()):
         """Params of type `cls`: params.yaml's `section` (less its `pipeline_only` keys),
@@ -107,9 +117,10 @@ class Workspace:
         return came_from["base_model"] if came_from else spec
 
     @contextlib.contextmanager
-    def lock(self):
-        """Exclusive use of the workspace's DVC repo and params.yaml (flows running side by side wait)."""
-        path = self.root / ".dvc" / "tmp" / "razor-workspace.lock"
+    def lock(self, what: str = "workspace"):
+        """Exclusive use of the workspace's DVC repo and params.yaml (flows running side by side wait);
+        `store`: of creating the MLflow store; `queue`: of the request queue."""
+        path = self.root / ".dvc" / "tmp" / f"razor-{what}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as f:
             fcntl.flock(f, fcntl.LOCK_EX)

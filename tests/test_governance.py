@@ -4,6 +4,8 @@ switched off: it brings back what the second forgot and is refused; the fourth, 
 with the guard, passes, and the production model has forgotten all three concepts."""
 
 import json
+import shutil
+import tempfile
 
 import mlflow
 import pytest
@@ -117,3 +119,24 @@ def test_rollback_restores_bit_identical_weights(ws, sequence):
     folder = registry.materialize(ws, MODEL, "1")
     assert registry.weights_sha256(ws.model(folder.relative_to(ws.data).as_posix()).model) == v1
     assert cli(ws, "rollback", MODEL, "--to", "4").exit_code == 0 and registry.production(MODEL) == "4"
+
+
+def test_a_lost_artifact_store_is_a_finding_and_audit_leaves_no_download(ws, sequence, tmp_path, monkeypatch):
+    downloads = tmp_path / "tmp"
+    downloads.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(downloads))  # where MLflow and the audit put what they fetch
+    assert cli(ws, "audit", MODEL).exit_code == 0
+    assert not list(downloads.iterdir())
+    production = registry.production(MODEL)
+    shutil.rmtree(ws.data / "models" / MODEL / "v1")  # rollback must rebuild v1 from its deltas
+    (ws.root / "mlartifacts").rename(ws.root / "mlartifacts.lost")
+    try:
+        out = cli(ws, "audit", f"{MODEL}@2")
+        assert out.exit_code == 1 and "MISSING registered delta" in out.output, out.output
+        assert "restore the artifact store" in out.output and "Traceback" not in out.output
+        out = cli(ws, "rollback", MODEL, "--to", "1")
+        assert out.exit_code == 2 and "registered delta of clip-demo v1" in out.output, out.output
+        assert registry.production(MODEL) == production
+    finally:
+        (ws.root / "mlartifacts.lost").rename(ws.root / "mlartifacts")
+    assert not list(downloads.iterdir())

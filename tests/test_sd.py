@@ -79,11 +79,13 @@ def test_sd_components_cover_text_blocks_heads_and_cross_attention_kv(tiny_sd):
 @pytest.mark.slow
 def test_train_sd_writes_a_loadable_diffusers_folder(demo_manifest, tmp_path):
     out = tmp_path / "sd"
-    res = CliRunner().invoke(main, ["demo", "train-sd", "--out", str(out), "--steps", "2", "--classifier-steps", "2"])
+    res = CliRunner().invoke(main, ["demo", "train-sd", "--out", str(out), "--steps", "2", "--classifier-steps", "2",
+                                        "--judge-steps", "2"])
     assert res.exit_code == 0 and "generated images labelled right" in res.output, res.output
-    parts = {"model_index.json", "unet", "text_encoder", "tokenizer", "scheduler", "classifier", "training.json"}
+    parts = {"model_index.json", "unet", "text_encoder", "tokenizer", "scheduler", "classifier", "judge", "training.json"}
     assert parts <= {p.name for p in out.iterdir()}
-    assert json.loads((out / "training.json").read_text())["steps"] == 2
+    record = json.loads((out / "training.json").read_text())
+    assert record["steps"] == 2 and record["judge"]["steps"] == 2
     assert isinstance(load_model(str(out)), SdAdapter)
 
 

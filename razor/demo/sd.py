@@ -117,7 +117,8 @@ def shape_items(manifest: Manifest) -> Manifest:
 
 def train_sd(out: str | Path, manifest_path: str | Path | None = None, seed: int = 0, steps: int = 2400,
              batch_size: int = 32, lr: float = 1e-3, minutes: float = 28.0, canonical: float = 0.5, ema: float = 0.999,
-             unet: dict | None = None, classifier_steps: int = 600, progress: bool = True) -> dict:
+             unet: dict | None = None, classifier_steps: int = 600, judge_steps: int = 1200,
+             progress: bool = True) -> dict:
     """Train the demo diffusion model on the train split's shape images and write it to `out`
     (atomically) with `training.json`; stops early after `minutes` of training.
 
@@ -181,7 +182,7 @@ def train_sd(out: str | Path, manifest_path: str | Path | None = None, seed: int
     unet.eval()
     net = train_classifier(images, train.rows, seed, classifier_steps)
     accuracy = evaluate_sd(adapter, NetClassifier(net))
-    judge, judged = train_judge(seed + 1)
+    judge, judged = train_judge(seed + 1, judge_steps)
     judged["generated_accuracy"] = evaluate_sd(adapter, NetClassifier(judge))
     info = dict(seed=seed, steps=done, batch_size=batch_size, lr=lr, canonical=canonical,
                 ema=ema, classifier_steps=classifier_steps, seconds=round(seconds, 1),

@@ -11,7 +11,7 @@ from transformers import AutoConfig, AutoTokenizer, CLIPConfig, CLIPModel
 from razor.components import CLIP_BLOCK, Component, Tower, enumerate_components
 from razor.demo import DEMO_CLIP
 from razor.errors import ModelError
-from razor.models import check_finite, check_folder, image_preprocess, loading
+from razor.models import check_finite, check_folder, from_pretrained, image_preprocess, loading
 
 
 def load_clip(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> "ClipAdapter":
@@ -24,7 +24,7 @@ def load_clip(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu"
         kind = AutoConfig.from_pretrained(source).model_type
         if kind != "clip":
             raise ModelError(f"{spec!r} is a {kind!r} model, not CLIP; this adapter edits CLIP checkpoints")
-        model = CLIPModel.from_pretrained(source, use_safetensors=True, dtype=dtype)
+        model = from_pretrained(CLIPModel, source, use_safetensors=True, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(source)
     preprocess = image_preprocess(folder, model.config.vision_config.image_size)
     return ClipAdapter(model.to(device).eval(), tokenizer, preprocess, source)

@@ -21,7 +21,7 @@ from huggingface_hub import hf_hub_download
 from razor import memo
 from razor.components import CLIP_BLOCK, Component, Slice, Tower, enumerate_components
 from razor.errors import ModelError
-from razor.models import loading
+from razor.models import check_weight_files, from_pretrained, loading
 
 SUBFOLDERS = ("text_encoder", "tokenizer", "unet", "scheduler")
 
@@ -35,6 +35,7 @@ def check_sd_folder(folder: Path) -> None:
     for part in ("text_encoder", "unet", *(["vae"] if (folder / "vae").is_dir() else [])):
         if not any((folder / part).glob("*.safetensors")):
             raise ModelError(f"{folder / part} has no .safetensors weights; convert the checkpoint to safetensors")
+        check_weight_files(folder / part)
 
 
 def load_sd(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> "SdAdapter":
@@ -46,13 +47,14 @@ def load_sd(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu") 
     if folder.exists():
         check_sd_folder(folder)
     with loading("Stable Diffusion model", spec, "in the diffusers layout"):
-        text = CLIPTextModel.from_pretrained(spec, subfolder="text_encoder", use_safetensors=True, dtype=dtype)
+        text = from_pretrained(CLIPTextModel, spec, subfolder="text_encoder", use_safetensors=True, dtype=dtype)
         tokenizer = CLIPTokenizer.from_pretrained(spec, subfolder="tokenizer")
-        unet = UNet2DConditionModel.from_pretrained(spec, subfolder="unet", use_safetensors=True, torch_dtype=dtype,
-                                                    low_cpu_mem_usage=False)
+        unet = from_pretrained(UNet2DConditionModel, spec, subfolder="unet", use_safetensors=True, torch_dtype=dtype,
+                               low_cpu_mem_usage=False)
         scheduler = DDIMScheduler.from_pretrained(spec, subfolder="scheduler")
         has_vae = (folder / "vae").is_dir() if folder.exists() else _index(spec).get("vae", [None])[0] is not None
-        vae = AutoencoderKL.from_pretrained(spec, subfolder="vae", use_safetensors=True, torch_dtype=dtype) if has_vae else None
+        vae = (from_pretrained(AutoencoderKL, spec, subfolder="vae", use_safetensors=True, torch_dtype=dtype)
+               if has_vae else None)
     return SdAdapter(text.to(device).eval(), tokenizer, unet.to(device).eval(), scheduler,
                      vae.to(device).eval() if vae is not None else None, spec)
 

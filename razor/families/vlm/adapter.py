@@ -20,7 +20,7 @@ from transformers import AutoTokenizer, LlavaForConditionalGeneration
 from razor import memo
 from razor.components import CLIP_BLOCK, Component, Slice, Tower, enumerate_components
 from razor.errors import ModelError
-from razor.models import check_finite, check_folder, image_preprocess, loading
+from razor.models import check_finite, check_folder, from_pretrained, image_preprocess, loading
 
 QUESTIONS = {"identities": "who is this ?", "objects": "what shape is this ?", "styles": "what style is this drawn in ?"}
 
@@ -31,7 +31,7 @@ def load_llava(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu
     if folder.exists():
         check_folder(folder)
     with loading("VLM", spec):
-        model = LlavaForConditionalGeneration.from_pretrained(spec, use_safetensors=True, dtype=dtype)
+        model = from_pretrained(LlavaForConditionalGeneration, spec, use_safetensors=True, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(spec)
     preprocess = image_preprocess(folder, model.config.vision_config.image_size)
     return LlavaAdapter(model.to(device).eval(), tokenizer, preprocess, spec)
