@@ -11,6 +11,7 @@ from pathlib import Path
 import mlflow
 import yaml
 from prefect import flow, get_run_logger
+from prefect.exceptions import CancelledRun
 
 from flows import gate, lineage, queue, registry
 from flows.unlearn import StageRefused, unlearn
@@ -37,7 +38,7 @@ def admitted(ws: Workspace, request_id: str) -> Path:
 def process(ws: Workspace, request_id: str) -> dict:
     """One queued request: unlearn, gate, promote or refuse; returns its final queue entry."""
     logger = get_run_logger()
-    queue.set_state(ws, request_id, "running")
+    queue.start(ws, request_id)
     try:
         lineage.experiment(ws)
         result = unlearn(str(admitted(ws, request_id)), str(ws.root))
@@ -57,6 +58,9 @@ def process(ws: Workspace, request_id: str) -> dict:
         logger.info(f"{name} production: v{previous or '(base)'} → v{version}")
         return queue.set_state(ws, request_id, "done", f"promoted to production (was {previous or 'the base model'})",
                                **common)
+    except CancelledRun:  # Ctrl-C: the request goes back to the queue and the intake stops
+        queue.set_state(ws, request_id, "queued", "interrupted; it runs again at the next intake")
+        raise
     except (StageRefused, RazorError) as e:
         return queue.set_state(ws, request_id, "refused", str(e))
     except Exception as e:  # noqa: BLE001 — recorded, and the next request still runs
@@ -68,4 +72,6 @@ def process(ws: Workspace, request_id: str) -> dict:
 def intake(workspace: str = ".") -> list[dict]:
     """Run the queued requests one after another (request N edits what request N−1 produced)."""
     ws = Workspace(Path(workspace).resolve())
+    for request_id in queue.reap(ws):
+        get_run_logger().warning(f"{request_id}: its earlier run ended unfinished; marked failed")
     return [process(ws, e["id"]) for e in queue.entries(ws) if e["state"] == "queued"]

@@ -1,14 +1,17 @@
 """The request queue: data/queue/<id>.yaml (the request as submitted) and <id>.json (its state).
 
 States: queued → running → done | refused | failed, each with the reason and, once known, the
-model version it produced.
+model version it produced. A `running` entry records the process running it; if that process is
+gone (killed, out of memory), the entry becomes `failed` with the reason (`reap`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
+import socket
 from pathlib import Path
 
 from razor.data import read_manifest
@@ -92,6 +95,36 @@ def set_state(ws: Workspace, request_id: str, state: str, reason: str = "", **ex
     entry.update(extra, state=state, reason=reason, updated=now())
     write(ws, request_id, entry)
     return entry
+
+
+def start(ws: Workspace, request_id: str) -> dict:
+    """Mark a request running by this process."""
+    return set_state(ws, request_id, "running", pid=os.getpid(), host=socket.gethostname())
+
+
+def reap(ws: Workspace) -> list[str]:
+    """Entries left `running` by a process of this machine that no longer exists become `failed`."""
+    gone = []
+    with ws.lock("queue"):
+        for e in entries(ws):
+            if e["state"] == "running" and e.get("host") == socket.gethostname() and not alive(e.get("pid")):
+                set_state(ws, e["id"], "failed", f"the process that ran it (pid {e.get('pid')}) ended before it finished "
+                                                 "(killed or out of memory); nothing was promoted — submit it again "
+                                                 "under a new id")
+                gone.append(e["id"])
+    return gone
+
+
+def alive(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def submitted(ws: Workspace, request_id: str) -> Request:

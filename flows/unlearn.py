@@ -9,8 +9,10 @@ registered; re-running an unchanged request re-uses that record instead of writi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +20,7 @@ from pathlib import Path
 import mlflow
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Cancelled
 
 from flows import lineage, registry
 from razor.errors import RazorError
@@ -55,19 +58,38 @@ def run_stage(root: str, stage: str, request_id: str) -> bool:
     ws = Workspace(Path(root))
     with ws.lock():
         ws.clear_stale(request_id, stage)
+        # a session of its own: a Ctrl-C at the terminal reaches this flow, which stops the stage itself
         proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", f"{stage}@{request_id}"],
-                                cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        for line in proc.stdout:
-            lines.append(line.rstrip())
-            if lines[-1].strip():
-                logger.info(lines[-1])
-        proc.wait()
+                                cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                start_new_session=True)
+        try:
+            for line in proc.stdout:
+                lines.append(line.rstrip())
+                if lines[-1].strip():
+                    logger.info(lines[-1])
+            proc.wait()
+        except BaseException:  # interrupted: stop the stage and what it started, leave no temporary behind
+            stop(proc)
+            ws.clear_stale(request_id, stage)
+            raise
     if proc.returncode != 0:
         refused = [x for x in lines if x.startswith("error: ")]
         if refused:
             raise StageRefused(refused[-1].removeprefix("error: "))
         raise StageFailed(f"stage {stage}@{request_id} failed (dvc exit {proc.returncode}): " + " | ".join(lines[-6:]))
     return not any("didn't change, skipping" in x for x in lines)
+
+
+def stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM a process group, SIGKILL it after `grace` seconds."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 @task(name="lineage", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
@@ -139,10 +161,15 @@ def unlearn(request: str, workspace: str = ".") -> dict:
         raise RazorError(f"{ws.root} has no dvc.yaml; run from the project root (or pass --workspace)")
     load_request(request)  # bad input is refused before the store is touched
     ws.params_doc()
+    ws.check_writable()
     with ws.lock():  # one flow at a time creates a new store (SQLite migrations race) and edits params.yaml
         lineage.check_store(ws)
         request_id = admit(ws, Path(request))
-    ran = {stage: run_stage(str(ws.root), stage, request_id) for stage in STAGES}
+    try:
+        ran = {stage: run_stage(str(ws.root), stage, request_id) for stage in STAGES}
+    except KeyboardInterrupt:  # Ctrl-C: the stage was stopped and left nothing; the flow run ends cancelled
+        return Cancelled(message=f"interrupted: {request_id} stopped before it finished, nothing recorded; "
+                                 "run it again to resume (finished stages are kept)")
     run_id, name, version = record(str(ws.root), request_id, ran)
     report = json.loads((ws.stage_dir(request_id, "evaluate") / "report.json").read_text())
     report.pop("lineage", None)

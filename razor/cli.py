@@ -3,9 +3,11 @@ inside the command that needs them, so `razor --help` answers at once."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
+import subprocess
 import sys
 
 import click
@@ -17,6 +19,9 @@ from razor.errors import RazorError
 from razor.methods import METHODS
 
 SEED = click.IntRange(0, MAX_SEED)
+DISK_ERRORS = {errno.ENOSPC: "free disk space and run it again", errno.EDQUOT: "free space within your quota",
+               errno.EROFS: "the file system is read-only; run from a writable copy",
+               errno.EACCES: "you may not write there; fix its permissions or choose another place"}
 
 
 def friendly(fn):
@@ -32,6 +37,16 @@ def friendly(fn):
         except ValidationError as e:
             problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
             click.echo(f"error: invalid parameters: {problems}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted (Ctrl-C); what finished is kept and nothing partial was left — run it "
+                       "again to resume", err=True)
+            sys.exit(130)
+        except OSError as e:  # the disk, not the code: writes are atomic, so nothing partial is left
+            if e.errno not in DISK_ERRORS:
+                raise
+            where = f" {e.filename}" if e.filename else ""
+            click.echo(f"error: cannot write{where} ({e.strerror}); {DISK_ERRORS[e.errno]} — nothing was changed", err=True)
             sys.exit(2)
 
     return wrapper
@@ -96,12 +111,20 @@ def run_request(request_file, workspace, as_json):
     from pathlib import Path
 
     prefect_defaults()
+    check_prefect()
+    own_session_server()
+    from prefect.exceptions import CancelledRun
+
     from flows import lineage
     from flows.unlearn import unlearn as flow
     from razor.report import table
     from stages.workspace import Workspace
 
-    result = flow(request_file, workspace)
+    try:
+        result = flow(request_file, workspace)
+    except CancelledRun as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(130)
     report = result["report"]
     if as_json:
         click.echo(json.dumps(report))
@@ -276,6 +299,41 @@ def prefect_defaults():
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
+class _OwnSession:
+    """`subprocess` as Prefect's ephemeral server module sees it, with Popen starting a session of its
+    own: a Ctrl-C at the terminal then reaches razor, which stops its stage and ends the flow run
+    cancelled while the server still answers (in razor's process group the Ctrl-C would stop the
+    server first, and the client would retry for minutes)."""
+
+    Popen = functools.partial(subprocess.Popen, start_new_session=True)
+
+    def __getattr__(self, name):
+        return getattr(subprocess, name)
+
+
+def own_session_server() -> None:
+    from prefect.server.api import server
+
+    server.subprocess = _OwnSession()
+
+
+def check_prefect() -> None:
+    """A configured Prefect API (PREFECT_API_URL) must answer its health check within
+    $RAZOR_SERVICE_TIMEOUT seconds (default 10); with none configured, flows run on an ephemeral server."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        return
+    try:
+        httpx.get(f"{url.rstrip('/')}/health", timeout=float(os.environ.get("RAZOR_SERVICE_TIMEOUT", "10"))).raise_for_status()
+    except httpx.HTTPError as e:
+        raise RazorError(f"the Prefect API {url} cannot be reached ({type(e).__name__}: {str(e)[:120]}); start it "
+                         "(`prefect server start`) or unset PREFECT_API_URL to run on an ephemeral server — nothing "
+                         "was run") from e
+
+
 def open_workspace(path: str):
     """The workspace at `path`, with MLflow pointed at its store (refused if the store does not answer)."""
     from pathlib import Path
@@ -288,6 +346,7 @@ def open_workspace(path: str):
         raise RazorError(f"{ws.root} has no dvc.yaml; run from the project root (or pass --workspace)")
     from flows import lineage
 
+    ws.check_writable()
     lineage.check_store(ws)  # an unreachable store is named at once, not after MLflow's retries
     lineage.experiment(ws)
     return ws
@@ -315,7 +374,9 @@ def list_(workspace, as_json):
     """Every submitted request with its state and why."""
     from flows import queue
 
-    rows = queue.entries(open_workspace(workspace))
+    ws = open_workspace(workspace)
+    queue.reap(ws)
+    rows = queue.entries(ws)
     if as_json:
         click.echo(json.dumps(rows))
         return
@@ -329,10 +390,19 @@ def list_(workspace, as_json):
 @friendly
 def intake(workspace):
     """Run every queued request now (oldest first), gate each, promote the ones that pass."""
+    from prefect.exceptions import CancelledRun
+
     from flows.intake import intake as flow
 
     ws = open_workspace(workspace)
-    for e in flow(str(ws.root)):
+    check_prefect()
+    own_session_server()
+    try:
+        entries = flow(str(ws.root))
+    except CancelledRun as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(130)
+    for e in entries:
         click.echo(f"{e['id']}: {e['state']} — {e['reason']}")
 
 
@@ -348,6 +418,7 @@ def serve(workspace, interval, cron):
     if (interval is None) == (cron is None):
         raise RazorError("give exactly one of --interval SECONDS or --cron 'EXPR'")
     ws = open_workspace(workspace)
+    check_prefect()
     flow.serve(name="razor-intake", parameters={"workspace": str(ws.root)}, interval=interval, cron=cron)
 
 

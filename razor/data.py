@@ -91,6 +91,9 @@ class Manifest:
 
     def resolve(self, row: dict) -> Path:
         """The file of a row, refused if it leaves the manifest's folder."""
+        if "\0" in row["path"]:
+            raise DataError(f"item {row['item_id']!r}: path {row['path']!r} holds a NUL byte; re-create the manifest "
+                            "with `razor data import`")
         path = (self.root / row["path"]).resolve()
         if not path.is_relative_to(self.root.resolve()):
             raise DataError(

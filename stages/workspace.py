@@ -12,8 +12,10 @@ import argparse
 import contextlib
 import fcntl
 import json
+import os
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +42,21 @@ class Workspace:
     @property
     def data(self) -> Path:
         return self.root / "data"
+
+    def check_writable(self) -> None:
+        """Refuse, before any work, a workspace that cannot be written or has less than
+        $RAZOR_MIN_FREE_MB (default 256) MiB free."""
+        try:
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".razor-write-check-"):
+                pass
+        except OSError as e:
+            raise RazorError(f"workspace {self.root} cannot be written ({e.strerror}); run from a writable copy of "
+                             "it — nothing was run") from e
+        need = int(os.environ.get("RAZOR_MIN_FREE_MB", "256"))
+        free = shutil.disk_usage(self.root).free // 2**20
+        if free < need:
+            raise RazorError(f"workspace {self.root} has {free} MiB free, under the {need} MiB a run needs "
+                             "($RAZOR_MIN_FREE_MB); free disk space — nothing was run")
 
     def params_doc(self) -> dict:
         """The whole of params.yaml (strict YAML: duplicate keys and alias bombs refused)."""

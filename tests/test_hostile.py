@@ -4,6 +4,7 @@ and the fix, exit 2, nothing written; concurrent submits lose nothing (docs/RELI
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
@@ -339,8 +340,6 @@ def test_eight_concurrent_submits_on_a_fresh_workspace_are_all_queued_once(tmp_p
 
 @pytest.mark.parametrize("command", [["request", "list"], ["request", "submit", "r.yaml"], ["audit", "clip-demo"]])
 def test_an_unreachable_tracking_store_is_named_at_once(tmp_path, monkeypatch, command):
-    import socket
-
     from flows import lineage
 
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
@@ -353,3 +352,109 @@ def test_an_unreachable_tracking_store_is_named_at_once(tmp_path, monkeypatch, c
     result = cli(*command, "--workspace", tmp_path)  # one try, not MLflow's minutes of retries
     refused(result, f"the MLflow tracking store http://127.0.0.1:{port} cannot be reached")
     assert not (tmp_path / "data").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_an_unreachable_prefect_api_is_named_before_any_work(tmp_path):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    request = write(tmp_path, STAR)
+    with temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{port}/api"}):
+        result = cli("run", request, "--workspace", tmp_path)
+    refused(result, f"the Prefect API http://127.0.0.1:{port}/api cannot be reached")
+    assert not (tmp_path / "data").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("code, fix", [(28, "free disk space"), (30, "read-only")])  # ENOSPC, EROFS
+def test_a_full_or_read_only_disk_is_named_and_leaves_nothing(folder, tmp_path, monkeypatch, code, fix):
+    import errno
+    import tempfile
+
+    assert code in (errno.ENOSPC, errno.EROFS)
+    out = tmp_path / "m.parquet"
+
+    def failing(*args, **kwargs):
+        raise OSError(code, os.strerror(code), str(out))
+
+    monkeypatch.setattr(tempfile, "mkstemp", failing)  # where every atomic write starts
+    refused(cli("data", "import", folder, "--out", out), f"cannot write {out} ({os.strerror(code)}); ")
+    assert fix in cli("data", "import", folder, "--out", out).output and not out.exists()
+
+
+def test_a_workspace_without_room_or_write_access_is_refused_before_any_work(tmp_path, monkeypatch):
+    import tempfile
+    from collections import namedtuple
+
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    write(tmp_path, STAR)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 2**20, 2**20))  # 1 MiB free
+    refused(cli("request", "submit", tmp_path / "r.yaml", "--workspace", tmp_path), "has 1 MiB free, under the 256 MiB")
+    monkeypatch.undo()
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", read_only)
+    refused(cli("request", "list", "--workspace", tmp_path), "cannot be written (Read-only file system)")
+    assert not (tmp_path / "data").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_request_left_running_by_a_process_that_died_is_marked_failed(tmp_path):
+    from flows import queue
+    from stages.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+    queue.folder(ws).mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for rid, pid in (("killed", dead.pid), ("alive", os.getpid())):
+        (queue.folder(ws) / f"{rid}.json").write_text(json.dumps(dict(
+            id=rid, seq=1 if rid == "killed" else 2, state="running", reason="", pid=pid, host=socket.gethostname())))
+    assert queue.reap(ws) == ["killed"]
+    states = {e["id"]: (e["state"], e["reason"]) for e in queue.entries(ws)}
+    assert states["alive"] == ("running", "")
+    assert states["killed"][0] == "failed" and f"pid {dead.pid}) ended before it finished" in states["killed"][1]
+
+
+@pytest.mark.stack
+def test_ctrl_c_stops_a_run_within_seconds_leaves_nothing_partial_and_the_flow_run_cancelled(tmp_path):
+    """What a terminal's Ctrl-C does (SIGINT to the whole foreground process group) while a stage runs."""
+    import signal
+    import sqlite3
+    import time
+
+    from tests.workspace import small_params
+
+    ws = make_workspace(tmp_path / "ws", small_params(), requests=False)
+    env = {k: v for k, v in dvc_env().items() if not k.startswith("PREFECT_API")}
+    env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    request = ROOT / "data/requests/demo-object-star.yaml"
+    proc = subprocess.Popen([sys.executable, "-m", "razor.cli", "run", str(request), "--workspace", str(ws)], cwd=ws,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    runs = ws / "data/runs/demo-object-star"
+    while proc.poll() is None and not list(runs.glob(".cache.*")):  # the cache stage is writing its result
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.communicate()[0]
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        out, _ = proc.communicate(timeout=120)  # a hang would be Prefect's client retrying a stopped server
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"razor run still running 120 s after Ctrl-C: {proc.communicate()[0][-2000:]}")
+    assert proc.returncode == 130 and "interrupted" in out and "Traceback" not in out, out[-3000:]
+    assert not [p.name for p in runs.glob(".*") if p.name != ".gitignore"]  # no temporary left
+    assert (runs / "curate" / "stage.json").is_file() and not (runs / "cache").exists()
+    with sqlite3.connect(tmp_path / "prefect" / "prefect.db") as db:
+        states = db.execute("select state_type from flow_run").fetchall()
+    assert states == [("CANCELLED",)], states
+
+
+def test_a_manifest_path_with_a_nul_byte_is_named(folder, tmp_path):
+    rows = read_manifest(import_folder(folder, tmp_path / "m.parquet")).rows
+    rows[0]["path"] = "star/0\0.png"
+    write_manifest(rows, tmp_path / "nul.parquet", root=folder)
+    with pytest.raises(DataError, match="holds a NUL byte"):
+        read_manifest(tmp_path / "nul.parquet")
