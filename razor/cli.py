@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -113,6 +114,7 @@ def run_request(request_file, workspace, as_json):
     prefect_defaults()
     check_prefect()
     own_session_server()
+    quiet_input_errors()
     from prefect.exceptions import CancelledRun
 
     from flows import lineage
@@ -317,6 +319,21 @@ def own_session_server() -> None:
     server.subprocess = _OwnSession()
 
 
+class _InputErrorsInOneLine(logging.Filter):
+    """Prefect logs a run's exception with its traceback; an input error (RazorError) is the user's to
+    fix, and the CLI prints it once, as one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], RazorError))
+
+
+def quiet_input_errors() -> None:
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _InputErrorsInOneLine) for f in logger.filters):
+            logger.addFilter(_InputErrorsInOneLine())
+
+
 def check_prefect() -> None:
     """A configured Prefect API (PREFECT_API_URL) must answer its health check within
     $RAZOR_SERVICE_TIMEOUT seconds (default 10); with none configured, flows run on an ephemeral server."""
@@ -397,6 +414,7 @@ def intake(workspace):
     ws = open_workspace(workspace)
     check_prefect()
     own_session_server()
+    quiet_input_errors()
     try:
         entries = flow(str(ws.root))
     except CancelledRun as e:

@@ -458,3 +458,29 @@ def test_a_manifest_path_with_a_nul_byte_is_named(folder, tmp_path):
     write_manifest(rows, tmp_path / "nul.parquet", root=folder)
     with pytest.raises(DataError, match="holds a NUL byte"):
         read_manifest(tmp_path / "nul.parquet")
+
+
+@pytest.mark.stack
+def test_razor_run_prints_an_input_error_as_one_line_without_a_prefect_traceback(tmp_path):
+    """A syntax error in params.yaml (before the store is touched: no mlflow.db) and a label the data lacks
+    (refused by the curate stage under DVC): each one `error:` line, exit 2, no traceback in the output."""
+    ws = make_workspace(tmp_path / "ws", requests=False)
+    env = {k: v for k, v in dvc_env().items() if not k.startswith("PREFECT_API")}
+    env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    params = (ws / "params.yaml").read_text()
+
+    def run(request: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "razor.cli", "run", str(request), "--workspace", str(ws)],
+                              cwd=ws, env=env, capture_output=True, text=True, timeout=600)
+
+    (ws / "params.yaml").write_text(params + "broken: [unclosed\n")
+    out = run(write(tmp_path, STAR))
+    assert out.returncode == 2 and "Traceback" not in out.stdout + out.stderr, out.stderr[-3000:]
+    errors = [x for x in out.stderr.splitlines() if x.startswith("error: ")]
+    assert errors == [f"error: params file {ws / 'params.yaml'} is not valid YAML (while parsing a flow sequence); "
+                      "fix its syntax"], out.stderr[-3000:]
+    assert not (ws / "mlflow.db").exists() and not (ws / "data").exists()
+    (ws / "params.yaml").write_text(params)
+    out = run(write(tmp_path, "id: x\nconcept: {kind: object, label: zeppelin}\n"))
+    assert out.returncode == 2 and "Traceback" not in out.stdout + out.stderr, out.stderr[-3000:]
+    assert "error: label 'zeppelin' is not in axis 'objects'" in out.stderr, out.stderr[-3000:]
