@@ -68,6 +68,16 @@ def parse_params(items: tuple[str, ...]) -> dict:
 @click.version_option(package_name="razor")
 def main():
     """RAZOR: targeted unlearning for transformer vision models."""
+    service_timeouts()
+
+
+def service_timeouts() -> None:
+    """MLflow and Prefect calls give up sooner than their libraries' defaults (MLflow: 120 s × 7 retries):
+    60 s a call, 2 retries; their own variables win where set. Reachability is checked first, within
+    $RAZOR_SERVICE_TIMEOUT seconds (default 10)."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("PREFECT_API_REQUEST_TIMEOUT", "60")
 
 
 @main.command()
