@@ -14,8 +14,10 @@ import fcntl
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,10 @@ from razor.request import Request, RequestError, load_request
 STAGES = ("curate", "cache", "rank", "edit", "evaluate")
 MARKER = "stage.json"
 ORIGIN = "razor.json"  # in a model folder materialised from a registered version
+
+
+class LockTimeout(RazorError):
+    """A workspace lock still held by another process after the wait allowed."""
 
 
 @dataclass(frozen=True)
@@ -134,17 +140,38 @@ class Workspace:
         return came_from["base_model"] if came_from else spec
 
     @contextlib.contextmanager
-    def lock(self, what: str = "workspace"):
+    def lock(self, what: str = "workspace", timeout: float | None = None):
         """Exclusive use of the workspace's DVC repo and params.yaml (flows running side by side wait);
-        `store`: of creating the MLflow store; `queue`: of the request queue."""
+        `store`: of creating the MLflow store; `queue`: of the request queue. Waits at most `timeout`
+        seconds (default $RAZOR_LOCK_TIMEOUT, 3600), then names the holder. The lock (an `flock`) goes
+        with the process that holds it, however it ends."""
         path = self.root / ".dvc" / "tmp" / f"razor-{what}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
+        wait = float(os.environ.get("RAZOR_LOCK_TIMEOUT", "3600")) if timeout is None else timeout
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        holder = os.pread(fd, 500, 0).decode(errors="replace").strip() or "another process"
+                        raise LockTimeout(f"the {what} lock ({path}) is still held after {wait:.0f} s, by {holder}; "
+                                          "wait for it to finish, or stop that process if it hung (the lock goes "
+                                          "with it) — nothing was changed") from None
+                    time.sleep(0.1)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')} "
+                          f"({' '.join(sys.argv)[:200]})".encode(), 0)
             try:
                 yield
             finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+                os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     def model_source(self, spec: str) -> str:
         """A demo model's name, a model folder under the data root (as a path), or a hub id."""

@@ -15,7 +15,7 @@ import razor.data
 from flows import lineage
 from razor.io import atomic_path
 from stages import curate
-from stages.workspace import Workspace
+from stages.workspace import LockTimeout, Workspace
 from tests.workspace import ROOT, dvc_env, make_workspace
 
 REQUEST = "demo-object-star"
@@ -70,6 +70,26 @@ def test_a_killed_process_never_leaves_the_workspace_locked(tmp_path):
     holder.kill()
     holder.wait()
     assert taken.wait(30)  # the OS released it with the process
+
+
+def test_a_lock_held_too_long_is_refused_naming_its_holder(tmp_path):
+    (tmp_path / ".dvc").mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\nfrom stages.workspace import Workspace\n"
+         f"with Workspace(Path({str(tmp_path)!r})).lock('queue'):\n    print('locked', flush=True)\n    time.sleep(600)\n"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True, env=dvc_env())
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(LockTimeout, match=rf"the queue lock .* is still held after 1 s, by pid {holder.pid} on "):
+            with Workspace(tmp_path).lock("queue", timeout=1):
+                pass
+        with Workspace(tmp_path).lock("store", timeout=1):  # the other locks are free
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with Workspace(tmp_path).lock("queue", timeout=5):
+        pass
 
 
 @pytest.mark.stack
