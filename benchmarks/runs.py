@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Callable
 
 
-def unlearn_json(request: str, method: str, model: str | None = None, params: list[str] = ()) -> dict:
-    """One `razor unlearn --json` process: its report, or {"failed": the error's last line}."""
+def unlearn_json(request: str, method: str, model: str | None = None, params: list[str] = (),
+                 options: list[str] = ()) -> dict:
+    """One `razor unlearn --json` process (with more `options`): its report, or {"failed": the error's last line}."""
     extra = [arg for p in params for arg in ("--param", p)]
     cmd = [sys.executable, "-m", "razor.cli", "unlearn", *(["--model", model] if model else []), "--forget", request,
-           "--method", method, *extra, "--json"]
+           "--method", method, *extra, *options, "--json"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         return {"failed": (done.stderr.strip().splitlines() or ["(no output)"])[-1]}
@@ -24,9 +25,11 @@ def unlearn_json(request: str, method: str, model: str | None = None, params: li
 
 
 def run_table(methods: list[str], requests: tuple[str, ...], columns: list[str], row: Callable[[dict], list[str]],
-              model: str | None = None, params: Callable[[str, str], list[str]] | None = None) -> list[dict]:
+              model: str | None = None, params: Callable[[str, str], list[str]] | None = None,
+              options: list[str] = ()) -> list[dict]:
     """Run every method on every request, print a Markdown table row per run, return the reports.
-    `params(request, method)` gives the run's `KEY=VALUE` method parameters."""
+    `params(request, method)` gives the run's `KEY=VALUE` method parameters; `options`, more
+    `razor unlearn` options for every run."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--methods", default=",".join(methods))
     ap.add_argument("--requests", default=",".join(requests))
@@ -43,7 +46,7 @@ def run_table(methods: list[str], requests: tuple[str, ...], columns: list[str],
     reports = []
     for request in args.requests.split(","):
         for method in args.methods.split(","):
-            r = unlearn_json(request, method, model, params(request, method) if params else [])
+            r = unlearn_json(request, method, model, params(request, method) if params else [], options)
             if "failed" in r:
                 print(f"| {request} | {method} | failed: {r['failed']} |", flush=True)
                 continue

@@ -96,16 +96,21 @@ def service_timeouts() -> None:
 @click.option("--batch-size", default=128, show_default=True, type=click.IntRange(min=1),
               help="items per forward pass (gradients accumulate over batches)")
 @click.option("--gradient-checkpointing", is_flag=True, help="recompute activations in the backward pass (less memory)")
+@click.option("--attacks", help="then try to bring the concept back: all, or attack names joined by commas "
+              "(CLIP: relearn_retain, relearn_kshot, linear_probe), on the edited, base and cached oracle models")
+@click.option("--attack-param", "attack_params", multiple=True, help="an attack budget KEY=VALUE (repeatable; "
+              "params.yaml's attack section names them)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of the table")
 @friendly
-def unlearn(model, data, forget, method, params, out, seed, dtype, device, batch_size, gradient_checkpointing, as_json):
+def unlearn(model, data, forget, method, params, out, seed, dtype, device, batch_size, gradient_checkpointing, attacks,
+            attack_params, as_json):
     """Forget one concept and print the before/after table."""
     from razor.api import unlearn as run
     from razor.report import table
 
     report = run(forget, model=model, data=data, method=method, params=parse_params(params), out=out,
                  seed=seed, progress=not as_json, dtype=dtype, device=device, batch_size=batch_size,
-                 checkpointing=gradient_checkpointing)
+                 checkpointing=gradient_checkpointing, attacks=attacks, attack_params=parse_params(attack_params))
     click.echo(json.dumps(report) if as_json else table(report))
     if out and not as_json:
         click.echo(f"outputs: {out}/ (delta.safetensors, report.json, plots)")

@@ -163,6 +163,20 @@ class EvaluateParams(Params):
     bits: tuple[int, ...] = Field((8, 4), min_length=1, description="weight quantisations the metrics are re-checked under")
 
 
+class AttackParams(Params):
+    """The attacks' budgets (params.yaml: attack; razor.attack): what an attacker who holds the
+    edited weights may spend to bring the concept back."""
+
+    relearn_steps: tuple[int, ...] = Field((10, 50), min_length=1, description="relearn_retain: Adam steps on "
+                                           "retain data only, the concept re-measured after each of these")
+    shots: int = Field(4, ge=1, description="relearn_kshot: forget images the attacker holds (with their captions)")
+    kshot_steps: int = Field(20, ge=1, description="relearn_kshot: Adam steps on them and retain data")
+    lr: float = Field(2e-4, gt=0, description="the attacker's Adam learning rate (the demo recipe's is 2e-3)")
+    batch_size: int = Field(32, ge=1, description="retain items per relearning step")
+    probe_shots: int = Field(16, ge=2, description="linear_probe: labelled training items per label")
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+
+
 class GateParams(Params):
     """The regression gate before promotion (governance): every request on the chain still forgotten,
     utility within tolerance of the root model's."""

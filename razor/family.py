@@ -51,4 +51,6 @@ class Family:
     forget_and_utility = _part("forget_and_utility",
                                "task → (forget accuracy, utility) on the held-out items (the gate's checks)")
     figure = _part("figure", "(task, {name: predictions}, path) → its own before/after figure, or None", optional=True)
+    attacks = _part("attacks", "{name: attack(task, AttackParams) → [(budget, ASR), …]}: what tries to bring a "
+                    "forgotten concept back (razor.attack)", optional=True)
     judge = _part("judge", "task → who labels its outputs where that is not the model itself, or None", optional=True)

@@ -43,6 +43,14 @@ class Pairs:
             {a: t[index] for a, t in self.label_ids.items()}, {a: t[index] for a, t in self.mentions.items()},
         )
 
+    def join(self, other: "Pairs") -> "Pairs":
+        """These pairs followed by `other`'s (loaded with the same label vocabulary)."""
+        return Pairs(
+            torch.cat([self.pixels, other.pixels]), self.captions + other.captions, self.item_ids + other.item_ids,
+            self.labels, {a: torch.cat([t, other.label_ids[a]]) for a, t in self.label_ids.items()},
+            {a: torch.cat([t, other.mentions[a]]) for a, t in self.mentions.items()},
+        )
+
     def positives(self, images=None, captions=None) -> torch.Tensor:
         """[i, j] is true when caption j describes image i: every label it names is image i's."""
         images = slice(None) if images is None else images

@@ -78,7 +78,36 @@ def table(report: dict) -> str:
                  f"delta {report['delta_bytes'] / 1024:.1f} KB")
     if "judge" in report:
         lines.append(f"judged by {report['judge']}")
+    if report.get("attacks"):
+        lines.append(f"{'attack (ASR)':<36}{'edited':>10}{'base':>10}{'oracle':>10}")
+        for name, a in report["attacks"].items():
+            lines.append(f"{attack_name(name, a):<36}" + "".join(
+                f"{a[k]:>10.3f}" if a[k] is not None else f"{'—':>10}" for k in ("asr", "base_asr", "oracle_asr")))
     return "\n".join(lines)
+
+
+def attack_name(name: str, result: dict) -> str:
+    """An attack and its budget, e.g. "relearn_retain (50 steps)"."""
+    b = result["budget"]
+    said = ", ".join(f"{b[k]} {w}" for k, w in (("shots", "shots"), ("steps", "steps"), ("shots_per_label", "per label"))
+                     if k in b)
+    return f"{name} ({said})" if said else name
+
+
+def attacks_html(attacks: dict | None) -> str:
+    """The attacks' section: each attack's ASR on the edited, base and oracle models."""
+    if not attacks:
+        return ""
+
+    def cell(v):
+        return "—" if v is None else f"{v:.3f}"
+
+    rows = "".join(f"<tr><td>{html.escape(attack_name(n, a))}</td>" + "".join(
+        f"<td>{cell(a[k])}</td>" for k in ("asr", "base_asr", "oracle_asr")) + "</tr>" for n, a in attacks.items())
+    return ("<h2>Attacks: can the concept be brought back?</h2><p>ASR: the concept's forget accuracy on held-out "
+            "forget items after each attack; base: the model before the edit; oracle: a model trained without the "
+            "concept (— where none is cached).</p><table><tr><th>attack</th><th>edited</th><th>base</th>"
+            f"<th>oracle</th></tr>{rows}</table>")
 
 
 def write_html(report: dict, plots: dict[str, Path], out: Path, lineage: dict | None = None) -> Path:
@@ -98,6 +127,7 @@ img{{max-width:100%}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style>
 {report['seconds']:.1f} s · peak {report['peak_mb']:.0f} MB · delta {report['delta_bytes'] / 1024:.1f} KB
 {('<br>Judged by ' + html.escape(report['judge'])) if 'judge' in report else ''}</p>
 <table><tr><th>metric</th><th>before</th><th>after</th></tr>{rows}</table>
+{attacks_html(report.get("attacks"))}
 {figures}
 <h2>Lineage</h2><pre>{html.escape(json.dumps(lineage or {}, indent=2))}</pre></body></html>"""
     with atomic_path(out) as tmp:

@@ -50,14 +50,22 @@ def retrain_edit(task, p: RetrainParams, progress: bool = True) -> EditResult:
     return EditResult(delta, timing={"training (recorded)": record["seconds"]})
 
 
+def oracle_weights(task, p: RetrainParams = RetrainParams()) -> dict[str, torch.Tensor] | None:
+    """The cached oracle's weights (if `--method retrain` trained one for this data and concept), else None."""
+    folder = oracle_folder(task, p) if task.manifest_path is not None else None
+    if folder is None or not (folder / "model.safetensors").is_file():
+        return None
+    return load_file(str(folder / "model.safetensors"))
+
+
 @torch.no_grad()
 def oracle_fa(task, p: RetrainParams = RetrainParams()) -> tuple[float, Path] | None:
     """FA@1 of the cached oracle (if `--method retrain` trained one) on the forget-val items, the
     split the step search measures, with the model's weights put back afterwards; None without one."""
-    folder = oracle_folder(task, p) if task.manifest_path is not None else None
-    if folder is None or not (folder / "model.safetensors").is_file():
+    state = oracle_weights(task, p)
+    if state is None:
         return None
-    state, params = load_file(str(folder / "model.safetensors")), task.adapter.parameters()
+    folder, params = oracle_folder(task, p), task.adapter.parameters()
     base = {n: q.detach().clone() for n, q in params.items()}
     try:
         for n, q in params.items():

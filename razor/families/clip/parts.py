@@ -1,10 +1,11 @@
 """What the CLIP family gives the shared machinery (razor.family.Family's parts)."""
 
 from razor.families.clip.adapter import load_clip as load
+from razor.families.clip.attacks import ATTACKS as attacks
 from razor.families.clip.cache import FrozenCache as cache
 from razor.families.clip.metrics import evaluate, forget_and_utility, keys
 from razor.families.clip.probe import ClipProbe as probe
 from razor.families.clip.task import ClipTask as task
 from razor.models import save_pretrained as save
 
-__all__ = ["load", "save", "task", "probe", "cache", "evaluate", "keys", "forget_and_utility"]
+__all__ = ["load", "save", "task", "probe", "cache", "evaluate", "keys", "forget_and_utility", "attacks"]

@@ -1,0 +1,88 @@
+"""Can a forgotten concept be brought back? Every CLIP attack (razor.attack) after every method on
+three demo requests, each attack also run on the base model (the ceiling) and on the retrain oracle
+(the control: what an attacker gets from a model that never learned the concept). `retrain` runs
+first for each request: it trains and caches the oracle the later rows measure.
+
+Writes benchmarks/results/attacks/ (reports.json, table.md, asr.png) and prints the table: the
+ASR (FA@1 on held-out forget items after the attack) on the edited model, with the base's and the
+oracle's beside it.
+Usage: python benchmarks/attacks.py [--methods retrain,razor,slug] [--requests objects:star,...]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from runs import run_table
+
+from razor.families.clip import FAMILY as CLIP
+
+REQUESTS = ("objects:star", "styles:dotted", "identities:hana")
+ATTACKS = ("relearn_retain", "relearn_kshot", "linear_probe")
+OUT = Path(__file__).parent / "results" / "attacks"
+
+
+def row(r: dict) -> list[str]:
+    cells = [f"{r['after']['fa1']:.2f}"]
+    for name in ATTACKS:
+        a = r["attacks"][name]
+        oracle = "—" if a["oracle_asr"] is None else f"{a['oracle_asr']:.2f}"
+        cells.append(f"{a['asr']:.2f} ({a['base_asr']:.2f} / {oracle})")
+    return cells
+
+
+def plot(reports: list[dict], path: Path) -> None:
+    """One panel per request: each method's ASR per attack, the base's (ceiling) and the oracle's (control) marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    requests = list(dict.fromkeys(r["forget"] for r in reports))
+    methods = list(dict.fromkeys(r["method"] for r in reports))
+    fig, axes = plt.subplots(1, len(requests), figsize=(5 * len(requests), 4), sharey=True, squeeze=False)
+    width = 0.8 / len(methods)
+    for ax, request in zip(axes[0], requests):
+        mine = {r["method"]: r for r in reports if r["forget"] == request}
+        for i, m in enumerate(methods):
+            if m in mine:
+                ax.bar([k + i * width for k in range(len(ATTACKS))], [mine[m]["attacks"][a]["asr"] for a in ATTACKS],
+                       width, label=m)
+        any_report = next(iter(mine.values()))
+        for k, a in enumerate(ATTACKS):
+            span = [k - width / 2, k + 0.8 - width / 2]
+            ax.plot(span, [any_report["attacks"][a]["base_asr"]] * 2, "k--", lw=1, label="base" if k == 0 else None)
+            oracle = any_report["attacks"][a]["oracle_asr"]
+            if oracle is not None:
+                ax.plot(span, [oracle] * 2, "g-", lw=2, label="oracle" if k == 0 else None)
+        ax.set_xticks([k + 0.4 - width / 2 for k in range(len(ATTACKS))], ATTACKS, fontsize=8)
+        ax.set_title(request)
+        ax.set_ylim(0, 1.05)
+    axes[0][0].set_ylabel("ASR: FA@1 after the attack")
+    axes[0][-1].legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    methods = ["retrain"] + [m for m in CLIP.methods if m != "retrain"]  # the oracle first: later rows measure it
+    if "--json" not in sys.argv and "--report" not in sys.argv:
+        OUT.mkdir(parents=True, exist_ok=True)
+        sys.argv += ["--json", str(OUT / "reports.json")]
+    columns = ["FA@1 after"] + [f"{a}: edited (base / oracle)" for a in ATTACKS]
+    reports = run_table(methods, REQUESTS, columns, row, options=["--attacks", ",".join(ATTACKS)])
+    if reports:
+        OUT.mkdir(parents=True, exist_ok=True)
+        plot(reports, OUT / "asr.png")
+        lines = ["| request | method | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 2)]
+        lines += [f"| {r['forget']} | {r['method']} | " + " | ".join(row(r)) + " |" for r in reports]
+        (OUT / "table.md").write_text("\n".join(lines) + "\n")
+        budgets = {a: reports[0]["attacks"][a]["budget"] for a in ATTACKS}
+        (OUT / "budgets.json").write_text(json.dumps(budgets, indent=2))
+        print(f"\nbudgets: {json.dumps(budgets)}\nwritten: {OUT}/")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Attacks that try to bring a forgotten concept back (razor.attack): each on the edited, base and
+oracle models, seeded, within its budget, leaving the weights as they were."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from razor import attack
+from razor.baselines.retrain import retrain_edit
+from razor.cli import main
+from razor.config import AttackParams, RetrainParams
+from razor.data import read_manifest
+from razor.families import build_task, load_model
+from razor.families.clip.metrics import forget_and_utility
+from razor.methods import method_params
+from razor.pipeline import run_method
+
+SIZES = dict(forget_size=64, retain_size=128, eval_size=100)
+ORACLE = RetrainParams(steps=40)  # a short oracle: enough to stand in for the control's column
+
+
+@pytest.fixture(scope="module")
+def edited(demo_manifest):
+    """(the task with star forgotten by RAZOR, the base values of the edited weights)."""
+    torch.manual_seed(0)
+    task = build_task(load_model("demo"), read_manifest(demo_manifest), "star", **SIZES)
+    base = {n: q.detach().clone() for n, q in task.adapter.parameters().items()}
+    result = run_method("razor", task, method_params("razor", {}), progress=False)
+    return task, {n: base[n] for n in result.delta.params}
+
+
+def test_every_attack_reports_its_asr_on_the_edited_and_base_models_and_leaves_the_weights_bit_exact(edited):
+    task, base = edited
+    before = {n: q.detach().clone() for n, q in task.adapter.parameters().items()}
+    edited_fa = forget_and_utility(task)[0]
+    out = attack.run(task, "all", AttackParams(), base, progress=False)
+    assert list(out) == ["relearn_retain", "relearn_kshot", "linear_probe"]
+    for name, a in out.items():
+        assert set(a) == {"budget", "asr", "base_asr", "oracle_asr", "curve", "seconds"}, name
+        assert 0 <= a["asr"] <= 1 and 0 <= a["base_asr"] <= 1 and a["oracle_asr"] is None  # no oracle cached
+        assert a["curve"][-1] == {k: a[k] for k in ("budget", "asr", "base_asr", "oracle_asr")}
+    assert [c["budget"]["steps"] for c in out["relearn_retain"]["curve"]] == [10, 50]
+    assert out["relearn_kshot"]["budget"] == dict(steps=20, lr=2e-4, batch=32, shots=4)
+    # what an attacker gets back: four star images bring the concept back above the edited model's FA,
+    # and the base model, which never lost it, keeps it (the ceiling)
+    assert out["relearn_kshot"]["asr"] > edited_fa + 0.1, (edited_fa, out["relearn_kshot"])
+    assert out["relearn_kshot"]["base_asr"] >= 0.8 and out["linear_probe"]["base_asr"] >= 0.8, out
+    after = task.adapter.parameters()
+    assert all(torch.equal(before[n], after[n]) for n in before)
+    assert forget_and_utility(task)[0] == edited_fa
+    again = attack.run(task, "relearn_kshot,linear_probe", AttackParams(), base, progress=False)
+    assert {n: (a["asr"], a["base_asr"]) for n, a in again.items()} == {
+        n: (out[n]["asr"], out[n]["base_asr"]) for n in again}  # seeded: the same figures again
+
+
+def test_a_cached_oracle_fills_the_control_column(edited):
+    task, base = edited
+    oracle_task = build_task(load_model("demo"), task_manifest(task), "star", **SIZES)
+    retrain_edit(oracle_task, ORACLE, progress=False)  # trains and caches the oracle of this data and concept
+    out = attack.run(task, "linear_probe", AttackParams(), base, progress=False, oracle=ORACLE)
+    assert 0 <= out["linear_probe"]["oracle_asr"] <= 1
+    assert attack.run(task, "linear_probe", AttackParams(), base, progress=False)["linear_probe"]["oracle_asr"] is None
+
+
+def task_manifest(task):
+    return read_manifest(task.manifest_path)
+
+
+def test_unknown_attacks_and_families_without_attacks_are_refused_before_any_work():
+    out = CliRunner().invoke(main, ["unlearn", "--forget", "star", "--attacks", "relearn_retain,jailbreak"])
+    assert out.exit_code == 2 and "unknown attack jailbreak" in out.output and "linear_probe" in out.output, out.output
+    out = CliRunner().invoke(main, ["unlearn", "--model", "demo-sd", "--forget", "styles:noisy", "--attacks", "all"])
+    assert out.exit_code == 2 and "no attacks are registered for" in out.output, out.output
+    out = CliRunner().invoke(main, ["unlearn", "--forget", "star", "--attacks", "all", "--attack-param", "lr=inf"])
+    assert out.exit_code == 2 and "lr" in out.output and "Traceback" not in out.output, out.output
+
+
+def test_razor_unlearn_attacks_json_holds_each_attack(tmp_path):
+    out = CliRunner().invoke(main, ["unlearn", "--forget", "star", "--attacks", "relearn_retain,linear_probe",
+                                    "--attack-param", "relearn_steps=[5]", "--out", str(tmp_path / "run"), "--json"])
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.stdout)
+    assert list(report["attacks"]) == ["relearn_retain", "linear_probe"]
+    assert report["attacks"]["relearn_retain"]["budget"]["steps"] == 5
+    assert report["attacks"]["linear_probe"]["base_asr"] >= 0.8
+    saved = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert saved["attacks"] == report["attacks"]
