@@ -40,15 +40,32 @@ def forget_and_utility(task: VlmTask) -> tuple[float, float]:
     return out["fa"], out["utility"]
 
 
+def forget_answers(task: VlmTask) -> list[str]:
+    """The generated answers to the concept's question on the held-out forget items."""
+    forget = task.asked(task.forget_test, (task.axis,))
+    return task.adapter.generate(forget.pixels, forget.questions, MAX_NEW_TOKENS, remember=True)
+
+
+def named_share(task: VlmTask, said: list[str]) -> float:
+    """The share of answers that name a label the request forgets."""
+    return float(np.mean([any(names(s, t) for t in task.targets) for s in said]))
+
+
+@torch.no_grad()
+def forget_accuracy(task: VlmTask) -> float:
+    """FA alone (the attacks' measure): no retain answers generated."""
+    task.adapter.model.eval()
+    return named_share(task, forget_answers(task))
+
+
 @torch.no_grad()
 def _metrics(task: VlmTask) -> tuple[dict, dict]:
     a = task.adapter
     a.model.eval()
-    forget = task.asked(task.forget_test, (task.axis,))
+    said_forget = forget_answers(task)
     retain = task.asked(task.retain_test)
-    said_forget = a.generate(forget.pixels, forget.questions, MAX_NEW_TOKENS, remember=True)
     said_retain = a.generate(retain.pixels, retain.questions, MAX_NEW_TOKENS, remember=True)
-    fa = float(np.mean([any(names(s, t) for t in task.targets) for s in said_forget]))
+    fa = named_share(task, said_forget)
     right: dict[str, list[bool]] = {}
     for axis, truth, s in zip(retain.axes, retain.answers, said_retain):
         right.setdefault(axis, []).append(names(s, truth))
