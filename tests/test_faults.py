@@ -51,13 +51,19 @@ def test_a_file_write_that_fails_midway_keeps_the_old_file(tmp_path):
     assert target.read_text() == '{"fa1": 0.05}' and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
 
-def test_a_killed_process_never_leaves_the_workspace_locked(tmp_path):
-    (tmp_path / ".dvc").mkdir()
+def lock_holder(root, what: str = "workspace") -> subprocess.Popen:
+    """Another process that takes the workspace's `what` lock and keeps it (until killed)."""
+    (root / ".dvc").mkdir(exist_ok=True)
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\nfrom stages.workspace import Workspace\n"
-         f"with Workspace(Path({str(tmp_path)!r})).lock():\n    print('locked', flush=True)\n    time.sleep(600)\n"],
+         f"with Workspace(Path({str(root)!r})).lock({what!r}):\n    print('locked', flush=True)\n    time.sleep(600)\n"],
         cwd=ROOT, stdout=subprocess.PIPE, text=True, env=dvc_env())
     assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_a_killed_process_never_leaves_the_workspace_locked(tmp_path):
+    holder = lock_holder(tmp_path)
     taken = threading.Event()
 
     def take():
@@ -73,13 +79,8 @@ def test_a_killed_process_never_leaves_the_workspace_locked(tmp_path):
 
 
 def test_a_lock_held_too_long_is_refused_naming_its_holder(tmp_path):
-    (tmp_path / ".dvc").mkdir()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\nfrom stages.workspace import Workspace\n"
-         f"with Workspace(Path({str(tmp_path)!r})).lock('queue'):\n    print('locked', flush=True)\n    time.sleep(600)\n"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True, env=dvc_env())
+    holder = lock_holder(tmp_path, "queue")
     try:
-        assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(LockTimeout, match=rf"the queue lock .* is still held after 1 s, by pid {holder.pid} on "):
             with Workspace(tmp_path).lock("queue", timeout=1):
                 pass
