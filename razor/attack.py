@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import torch
 from tqdm import tqdm
 
-from razor.config import AttackParams
+from razor.config import AttackParams, RetrainParams
 from razor.errors import RazorError
 from razor.families import of
 
@@ -63,7 +63,7 @@ def oracle_weights(task, oracle=None) -> dict | None:
         return None
     from razor.baselines.retrain import oracle_weights as cached  # a baseline loads when used
 
-    return cached(task, *([oracle] if oracle is not None else []))
+    return cached(task, oracle or RetrainParams())
 
 
 def run(task, names, p: AttackParams, base: dict | None = None, progress: bool = True, oracle=None) -> dict:

@@ -98,8 +98,8 @@ def service_timeouts() -> None:
 @click.option("--gradient-checkpointing", is_flag=True, help="recompute activations in the backward pass (less memory)")
 @click.option("--attacks", help="then try to bring the concept back: all, or attack names joined by commas "
               "(CLIP: relearn_retain, relearn_kshot, linear_probe), on the edited, base and cached oracle models")
-@click.option("--attack-param", "attack_params", multiple=True, help="an attack budget KEY=VALUE (repeatable; "
-              "params.yaml's attack section names them)")
+@click.option("--attack-param", "attack_params", multiple=True, help="an attack budget KEY=VALUE (repeatable): "
+              "relearn_steps, shots, kshot_steps, lr, batch_size, probe_shots, seed")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of the table")
 @friendly
 def unlearn(model, data, forget, method, params, out, seed, dtype, device, batch_size, gradient_checkpointing, attacks,

@@ -164,8 +164,8 @@ class EvaluateParams(Params):
 
 
 class AttackParams(Params):
-    """The attacks' budgets (params.yaml: attack; razor.attack): what an attacker who holds the
-    edited weights may spend to bring the concept back."""
+    """The attacks' budgets (razor.attack, `--attack-param`): what an attacker who holds the edited
+    weights may spend to bring the concept back."""
 
     relearn_steps: tuple[int, ...] = Field((10, 50), min_length=1, description="relearn_retain: Adam steps on "
                                            "retain data only, the concept re-measured after each of these")

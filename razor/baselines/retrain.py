@@ -14,7 +14,7 @@ from razor.delta import Delta
 from razor.demo.train import train
 from razor.editing import EditResult
 from razor.errors import ModelError
-from razor.families.clip.zeroshot import image_embeddings, label_embeddings
+from razor.families.clip.zeroshot import fa1
 from razor.io import home, sha256_file
 
 
@@ -70,9 +70,8 @@ def oracle_fa(task, p: RetrainParams = RetrainParams()) -> tuple[float, Path] | 
     try:
         for n, q in params.items():
             q.copy_(state[n])
-        labels = label_embeddings(task.adapter, {task.axis: task.labels[task.axis]}, task.prompts)[task.axis]
-        top = (image_embeddings(task.adapter, task.forget_val.pixels) @ labels.T).argmax(1).cpu()
+        fa = fa1(task, task.forget_val.pixels)
     finally:
         for n, q in params.items():
             q.copy_(base[n])
-    return (top == task.concept_id).float().mean().item(), folder
+    return fa, folder

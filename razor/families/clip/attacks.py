@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from razor.config import AttackParams
 from razor.families.clip import FAMILY
-from razor.families.clip.metrics import forget_and_utility
-from razor.families.clip.zeroshot import image_embeddings
+from razor.families.clip.zeroshot import fa1, image_embeddings
 from razor.readout import linear_probe
 from razor.relearn import relearn_attacks
 
@@ -16,4 +15,4 @@ def image_probe(task, p: AttackParams) -> list[tuple[dict, float]]:
     return linear_probe(task, p, lambda pixels: image_embeddings(task.adapter, pixels), [task.concept_id])
 
 
-ATTACKS = relearn_attacks(lambda task: forget_and_utility(task)[0], FAMILY.fixed) | {"linear_probe": image_probe}
+ATTACKS = relearn_attacks(lambda task: fa1(task, task.forget_test.pixels), FAMILY.fixed) | {"linear_probe": image_probe}

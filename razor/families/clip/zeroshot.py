@@ -46,3 +46,11 @@ def worded_ranks(adapter, images: torch.Tensor, pairs, labels: list[str], wordin
         emb = adapter.encode_texts(adapter.tokenize([filled.format(lab) for lab in labels]))
         top[rows] = (images[rows.to(images.device)] @ emb.T).topk(top.shape[1], dim=1).indices.cpu()
     return top
+
+
+@torch.no_grad()
+def fa1(task, pixels: torch.Tensor) -> float:
+    """FA@1 of images of the concept: the share the concept's label prompt ranks first on its axis."""
+    labels = label_embeddings(task.adapter, {task.axis: task.labels[task.axis]}, task.prompts)[task.axis]
+    top = (image_embeddings(task.adapter, pixels) @ labels.T).argmax(1).cpu()
+    return (top == task.concept_id).float().mean().item()
