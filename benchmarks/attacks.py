@@ -4,8 +4,8 @@ three demo requests, each attack also run on the base model (the ceiling) and on
 first for each request: it trains and caches the oracle the later rows measure.
 
 Writes benchmarks/results/attacks/ (reports.json, table.md, asr.png) and prints the table: the
-ASR (FA@1 on held-out forget items after the attack) on the edited model, with the base's and the
-oracle's beside it.
+ASR (FA@1 on held-out forget items after the attack; for mia its AUC, with its verdict where that is
+not "measured") on the edited model, with the base's and the oracle's beside it.
 Usage: python benchmarks/attacks.py [--methods retrain,razor,slug] [--requests objects:star,...]
 """
 
@@ -20,16 +20,24 @@ from runs import run_table
 from razor.families.clip import FAMILY as CLIP
 
 REQUESTS = ("objects:star", "styles:dotted", "identities:hana")
-ATTACKS = ("relearn_retain", "relearn_kshot", "linear_probe")
+ATTACKS = ("relearn_retain", "relearn_kshot", "linear_probe", "mia", "quant_lib")
 OUT = Path(__file__).parent / "results" / "attacks"
+
+
+def figures(a: dict) -> tuple[float, float, float | None]:
+    """(edited, base, oracle): the ASR; for mia its AUCs, whatever its verdict (the table names it)."""
+    if "verdict" in a:
+        return a["auc"], a["base"]["auc"], (a["oracle"] or {}).get("auc")
+    return a["asr"], a["base_asr"], a["oracle_asr"]
 
 
 def row(r: dict) -> list[str]:
     cells = [f"{r['after']['fa1']:.2f}"]
     for name in ATTACKS:
         a = r["attacks"][name]
-        oracle = "—" if a["oracle_asr"] is None else f"{a['oracle_asr']:.2f}"
-        cells.append(f"{a['asr']:.2f} ({a['base_asr']:.2f} / {oracle})")
+        edited, base, oracle = figures(a)
+        said = f"{edited:.2f} ({base:.2f} / {'—' if oracle is None else f'{oracle:.2f}'})"
+        cells.append(said + (f" {a['verdict']}" if a.get("verdict", "measured") != "measured" else ""))
     return cells
 
 
@@ -48,16 +56,17 @@ def plot(reports: list[dict], path: Path) -> None:
         mine = {r["method"]: r for r in reports if r["forget"] == request}
         for i, m in enumerate(methods):
             if m in mine:
-                ax.bar([k + i * width for k in range(len(ATTACKS))], [mine[m]["attacks"][a]["asr"] for a in ATTACKS],
+                ax.bar([k + i * width for k in range(len(ATTACKS))], [figures(mine[m]["attacks"][a])[0] for a in ATTACKS],
                        width, label=m)
         any_report = next(iter(mine.values()))
         for k, a in enumerate(ATTACKS):
             span = [k - width / 2, k + 0.8 - width / 2]
-            ax.plot(span, [any_report["attacks"][a]["base_asr"]] * 2, "k--", lw=1, label="base" if k == 0 else None)
-            oracle = any_report["attacks"][a]["oracle_asr"]
+            _, base, oracle = figures(any_report["attacks"][a])
+            ax.plot(span, [base] * 2, "k--", lw=1, label="base" if k == 0 else None)
             if oracle is not None:
                 ax.plot(span, [oracle] * 2, "g-", lw=2, label="oracle" if k == 0 else None)
-        ax.set_xticks([k + 0.4 - width / 2 for k in range(len(ATTACKS))], ATTACKS, fontsize=8)
+        ax.set_xticks([k + 0.4 - width / 2 for k in range(len(ATTACKS))],
+                      [f"{a} (AUC)" if a == "mia" else a for a in ATTACKS], fontsize=8)
         ax.set_title(request)
         ax.set_ylim(0, 1.05)
     axes[0][0].set_ylabel("ASR: FA@1 after the attack")

@@ -1,7 +1,11 @@
 """The regression gate: before a new version becomes production, every request on its chain must
-still be forgotten and utility must stay within tolerance of the root model's."""
+still be forgotten, utility must stay within tolerance of the root model's, and the attacks the
+attack stage ran on the new version must stay within their bounds (`gate.attack_max`, or
+`gate.attack_margin` over the retrain oracle's ASR)."""
 
 from __future__ import annotations
+
+import json
 
 from flows import registry
 from razor.config import GateParams
@@ -28,7 +32,26 @@ def check(ws: Workspace, name: str, version: str, p: GateParams) -> tuple[bool, 
     _, before = of(root).forget_and_utility(load_task(root, sets(ws, versions[-1].tags["razor.request"])))
     rows.append(dict(check="utility", request=versions[-1].tags["razor.request"], value=utility, root=before,
                      limit=before - p.utility_tolerance, passed=utility >= before - p.utility_tolerance))
+    rows += attack_rows(ws, versions[-1].tags["razor.request"], versions[-1].tags["razor.concept"], p)
     return all(r["passed"] for r in rows), rows
+
+
+def attack_rows(ws: Workspace, request_id: str, concept: str, p: GateParams) -> list[dict]:
+    """One row per attack bound: the attack stage's ASR on the new version against the bound; a bound
+    whose attack (or, for a margin, whose oracle) was not run fails, saying so."""
+    path = ws.stage_dir(request_id, "attack") / "attacks.json"
+    found = json.loads(path.read_text()) if path.is_file() else {}
+    rows = []
+    bounds = [("max", n, b) for n, b in p.attack_max.items()] + [("margin", n, b) for n, b in p.attack_margin.items()]
+    for kind, name, bound in bounds:
+        a = found.get(name) or {}
+        oracle = a.get("oracle_asr")
+        limit = bound if kind == "max" else None if oracle is None else oracle + bound
+        row = dict(check="attack", bound=kind, request=request_id, concept=concept, attack=name, value=a.get("asr"),
+                   oracle=oracle, limit=limit, missing="attack" if not a else "oracle" if limit is None else None)
+        row["passed"] = row["missing"] is None and row["value"] <= row["limit"] + 1e-9
+        rows.append(row)
+    return rows
 
 
 def reason(rows: list[dict]) -> str:
@@ -40,6 +63,16 @@ def reason(rows: list[dict]) -> str:
         if r["check"] == "forgotten":
             out.append(f"{r['concept']} (request {r['request']}) is recognised again: "
                        f"forget accuracy {r['value']:.2f} > {r['limit']:.2f}")
+        elif r["check"] == "attack" and r["missing"] == "attack":
+            out.append(f"attack {r['attack']} was not run on request {r['request']} (params.yaml attack.attacks); "
+                       f"run it or drop its gate bound")
+        elif r["check"] == "attack" and r["missing"] == "oracle":
+            out.append(f"attack {r['attack']} has no retrain oracle to compare with on request {r['request']} (run "
+                       f"--method retrain on it once to cache one, or bound it with gate.attack_max)")
+        elif r["check"] == "attack":
+            over = f" (the oracle's {r['oracle']:.2f} + {r['limit'] - r['oracle']:.2f})" if r["bound"] == "margin" else ""
+            out.append(f"attack {r['attack']} brings {r['concept']} (request {r['request']}) back: "
+                       f"ASR {r['value']:.2f} > {r['limit']:.2f}{over}")
         else:
             out.append(f"utility {r['value']:.3f} fell below {r['limit']:.3f} (root model {r['root']:.3f})")
     return "; ".join(out)

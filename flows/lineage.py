@@ -30,8 +30,10 @@ STAGE_ARTIFACTS = {
     "rank": ("scores.parquet", "selection.json", "stage.json"),
     "edit": ("delta.safetensors", "rounds.parquet", "stage.json"),
     "evaluate": ("report.json", "report.html", "stage.json"),
+    "attack": ("attacks.json", "report.json", "report.html", "stage.json"),
 }
-STAGE_PLOTS = {"rank": ("scores.png",), "edit": ("expansion_trace.png",), "evaluate": ("before_after.png", "image_grid.png")}
+STAGE_PLOTS = {"rank": ("scores.png",), "edit": ("expansion_trace.png",), "evaluate": ("before_after.png", "image_grid.png"),
+               "attack": ("attacks.png",)}
 ROUND_METRICS = ("fa_val", "retain_val", "accuracy_val", "concept_p_val")
 
 
@@ -148,12 +150,29 @@ def log_stage(ws: Workspace, request_id: str, stage: str, ran: bool, entry: dict
                 mlflow.log_metrics({k: row[k] for k in ROUND_METRICS if k in row}, step=step)
         if stage == "evaluate":
             mlflow.log_metrics(flat_metrics(ws, request_id))
+        if stage == "attack":
+            log_attacks(json.loads((folder / "attacks.json").read_text()))
 
 
 def flat_metrics(ws: Workspace, request_id: str) -> dict:
     m = json.loads((ws.run_dir(request_id) / "metrics.json").read_text())
     out = {f"{when}_{k}": v for when in ("before", "after") for k, v in m[when].items()}
     return out | {k: m[k] for k in ("seconds", "peak_mb", "delta_bytes")}
+
+
+def attack_metrics(ws: Workspace, request_id: str) -> dict:
+    """The attack stage's ASRs as `attack_<name>_asr`, `…_base_asr`, `…_oracle_asr`."""
+    asr = json.loads((ws.run_dir(request_id) / "attacks.json").read_text())
+    return {f"attack_{n}_{k}": v for n, a in asr.items() for k, v in a.items()}
+
+
+def log_attacks(attacks: dict) -> None:
+    """Each attack's ASRs; an attack measured after several step budgets as a curve over its steps."""
+    for name, a in attacks.items():
+        for i, point in enumerate(a["curve"]):
+            step = point["budget"].get("steps", i)
+            mlflow.log_metrics({f"attack_{name}_{k}": v for k, v in point.items() if k.endswith("asr") and v is not None},
+                               step=step)
 
 
 def log_datasets(ws: Workspace, request_id: str) -> None:

@@ -1,4 +1,4 @@
-"""The unlearn flow: one request through curate → cache → rank → edit → evaluate.
+"""The unlearn flow: one request through curate → cache → rank → edit → evaluate → attack.
 
 Each stage is a Prefect task that runs `dvc repro --single-item <stage>@<request>`, so dvc.lock
 records every run and an unchanged stage is skipped; its output streams into the task's log.
@@ -121,8 +121,8 @@ def _record(ws: Workspace, request_id: str, ran: dict[str, bool]) -> tuple[str, 
         for stage in STAGES:
             lineage.log_stage(ws, request_id, stage, ran[stage], entries.get(f"{stage}@{request_id}", {}))
         lineage.log_datasets(ws, request_id)
-        mlflow.log_metrics(lineage.flat_metrics(ws, request_id))
-        mlflow.log_artifact(str(ws.stage_dir(request_id, "evaluate") / "report.html"))
+        mlflow.log_metrics(lineage.flat_metrics(ws, request_id) | lineage.attack_metrics(ws, request_id))
+        mlflow.log_artifact(str(ws.stage_dir(request_id, "attack") / "report.html"))
         name, version = registry.register(ws, request_id, run.info.run_id, req)
         mlflow.set_tags({"razor.registered_model": name, "razor.model_version": version})
     return run.info.run_id, name, version
@@ -153,7 +153,7 @@ def admit(ws: Workspace, path: Path) -> str:
 
 @flow(name="razor-unlearn", flow_run_name="unlearn {request}")
 def unlearn(request: str, workspace: str = ".") -> dict:
-    """Run one request file through the five stages and record it. Returns the request id, the
+    """Run one request file through the six stages and record it. Returns the request id, the
     stages DVC ran, the registered model, and the report (as `razor unlearn` gives it) with
     `mlflow_run_id` and `model_version`."""
     ws = Workspace(Path(workspace).resolve())
@@ -171,7 +171,7 @@ def unlearn(request: str, workspace: str = ".") -> dict:
         return Cancelled(message=f"interrupted: {request_id} stopped before it finished, nothing recorded; "
                                  "run it again to resume (finished stages are kept)")
     run_id, name, version = record(str(ws.root), request_id, ran)
-    report = json.loads((ws.stage_dir(request_id, "evaluate") / "report.json").read_text())
+    report = json.loads((ws.stage_dir(request_id, "attack") / "report.json").read_text())
     report.pop("lineage", None)
     return dict(request=request_id, stages_run=[s for s in STAGES if ran[s]], registered_model=name,
                 report=dict(report, mlflow_run_id=run_id, model_version=version))

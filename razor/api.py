@@ -16,7 +16,7 @@ from razor.cost import measure
 from razor.data import read_manifest
 from razor.demo.dataset import demo_manifest
 from razor.errors import DataError
-from razor.families import DEMO_MODELS, build_task, load_model
+from razor.families import DEMO_MODELS, build_task, load_model, of
 from razor.io import atomic_dir, check_replaceable
 from razor.methods import method_params
 from razor.pipeline import after_edit, check_method, metrics, run_method
@@ -43,7 +43,7 @@ def unlearn(forget: str, model: str = "demo", data: str | Path | None = None, me
     adapter = load_model(model, dtype, device)
     check_method(method, adapter, chosen)
     if attacks:
-        attack.chosen(adapter, attacks)
+        attack.chosen(of(adapter), attacks)
     if data is None:
         if model not in DEMO_MODELS:
             raise DataError("--data MANIFEST is required for a model other than the demo; create one with `razor data import`")

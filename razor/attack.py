@@ -5,7 +5,8 @@ on the oracle (the control: what it gets from a model that never learned the con
 FA for a VLM, the share of concept images judged the concept (1 − UA) for a diffusion model.
 
 A family lists its attacks by name in its `attacks` part (the relearning ones of razor.relearn need
-only its task's retain objective R, so any family can list them)."""
+only its task's retain objective R, so any family can list them). An attack that compares the models
+itself (`compares`: razor.membership's `mia`, whose ASR is an AUC) is run once with all of them."""
 
 from __future__ import annotations
 
@@ -18,20 +19,23 @@ from tqdm import tqdm
 from razor.config import AttackParams, RetrainParams
 from razor.errors import RazorError
 from razor.families import of
+from razor.family import Family
 
 ALL = "all"
+NONE = "none"
 
 
-def available(adapter) -> dict:
+def available(fam: Family) -> dict:
     """name → attack(task, params) → [(budget, ASR), …] (the last is the attack's full budget)."""
-    return dict(of(adapter).attacks or {})
+    return dict(fam.attacks or {})
 
 
-def chosen(adapter, names) -> list[str]:
+def chosen(fam: Family, names) -> list[str]:
     """`names` ("all", "a,b" or a list of names) checked against the family's attacks."""
-    fam, known = of(adapter), available(adapter)
+    known = available(fam)
     if not known:
-        raise RazorError(f"no attacks are registered for {fam.kind} models yet; run without --attacks")
+        raise RazorError(f"no attacks are registered for {fam.kind} models yet; run without --attacks "
+                         f"(in the pipeline: attack.attacks none)")
     wanted = names.split(",") if isinstance(names, str) else list(names)
     wanted = [n.strip() for n in wanted if n.strip()]
     if wanted == [ALL]:
@@ -41,6 +45,15 @@ def chosen(adapter, names) -> list[str]:
         raise RazorError(f"unknown attack {', '.join(unknown) or '(none named)'} for {fam.kind} models; "
                          f"name {ALL} or some of: {', '.join(known)}")
     return wanted
+
+
+def planned(fam: Family, names) -> list[str]:
+    """As `chosen`, for a pipeline whose params name them: "none", and "all" on a family that lists no
+    attacks, choose none."""
+    wanted = [names] if isinstance(names, str) else list(names)
+    if wanted in ([NONE], []) or (wanted == [ALL] and not available(fam)):
+        return []
+    return chosen(fam, names)
 
 
 @contextmanager
@@ -67,30 +80,37 @@ def oracle_weights(task, oracle=None) -> dict | None:
 
 
 def run(task, names, p: AttackParams, base: dict | None = None, progress: bool = True, oracle=None) -> dict:
-    """name → {asr, base_asr, oracle_asr, budget, curve, seconds}: each attack on the model as the
+    """name → {asr, base_asr, oracle_asr, budget, curve, seconds (per model)}: each attack on the model as the
     adapter holds it (the edited one), on it with `base` (the base values of the edited weights)
     written in, and on the cached oracle trained with `oracle` (RetrainParams); `*_asr` is None
     where that model is not at hand. The adapter's weights are bit-identical afterwards."""
-    fns = {n: available(task.adapter)[n] for n in chosen(task.adapter, names)}
+    fam = of(task.adapter)
+    fns = {n: available(fam)[n] for n in chosen(fam, names)}
     models = {"": {}, "base_": base, "oracle_": oracle_weights(task, oracle)}
     models = {k: w for k, w in models.items() if w is not None}
+
+    @contextmanager
+    def holding(weights: dict):
+        """The edited model with `weights` written in, the random state seeded, all put back after."""
+        with restored(task.adapter) as params, torch.random.fork_rng():
+            torch.manual_seed(p.seed)
+            with torch.no_grad():
+                for n, v in weights.items():
+                    params[n].copy_(v)
+            yield
+
     out = {}
-    bar = tqdm(total=len(fns) * len(models), desc="attacks", disable=not progress, leave=False)
-    for name, fn in fns.items():
-        curves, seconds = {}, 0.0
-        for prefix, weights in models.items():
-            bar.set_postfix(attack=name, model=prefix.rstrip("_") or "edited")
-            with restored(task.adapter) as params, torch.random.fork_rng():
-                torch.manual_seed(p.seed)
-                with torch.no_grad():
-                    for n, v in weights.items():
-                        params[n].copy_(v)
-                t0 = time.perf_counter()
-                curves[prefix] = fn(task, p)
-                seconds = seconds or time.perf_counter() - t0
-            bar.update()
-        curve = [dict(budget=b, **{f"{k}asr": curves[k][i][1] if k in curves else None for k in ("", "base_", "oracle_")})
-                 for i, (b, _) in enumerate(curves[""])]
-        out[name] = dict(curve[-1], curve=curve, seconds=round(seconds, 3))
-    bar.close()
+    for name, fn in tqdm(fns.items(), desc="attacks", disable=not progress, leave=False):
+        t0 = time.perf_counter()
+        if getattr(fn, "compares", False):  # it attacks every model itself (mia: one reference for all)
+            out[name] = fn(task, p, models, holding)
+        else:
+            curves = {}
+            for prefix, weights in models.items():
+                with holding(weights):
+                    curves[prefix] = fn(task, p)
+            curve = [dict(budget=b, **{f"{k}asr": curves[k][i][1] if k in curves else None
+                                       for k in ("", "base_", "oracle_")}) for i, (b, _) in enumerate(curves[""])]
+            out[name] = dict(curve[-1], curve=curve)
+        out[name]["seconds"] = round((time.perf_counter() - t0) / len(models), 3)  # per model attacked
     return out

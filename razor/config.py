@@ -174,7 +174,20 @@ class AttackParams(Params):
     lr: float = Field(2e-4, gt=0, description="the attacker's Adam learning rate (the demo recipe's is 2e-3)")
     batch_size: int = Field(32, ge=1, description="retain items per relearning step")
     probe_shots: int = Field(16, ge=2, description="linear_probe: labelled training items per label")
+    mia_items: int = Field(64, ge=8, description="mia's positive control: new items memorised (and as many unseen)")
+    mia_steps: int = Field(100, ge=1, description="mia's positive control: Adam steps on the memorised items")
+    mia_lr: float = Field(3e-3, gt=0, description="mia's positive control: its learning rate")
     seed: int = Field(0, ge=0, le=MAX_SEED)
+
+
+class AttackStageParams(AttackParams):
+    """params.yaml `attack`: the attacks the attack stage runs (all, none or names) and their budgets."""
+
+    attacks: str | tuple[str, ...] = Field("all", description="all (every attack the model's family lists), none, "
+                                           "or attack names (a list, or joined by commas)")
+
+
+Ratio = Annotated[float, Field(ge=0, le=1)]
 
 
 class GateParams(Params):
@@ -183,3 +196,7 @@ class GateParams(Params):
 
     forget_max: float = Field(0.10, ge=0, le=1, description="FA@1 on each request's held-out forget items")
     utility_tolerance: float = Field(0.08, ge=0, le=1, description="allowed utility drop from the root model")
+    attack_max: dict[str, Ratio] = Field({}, description="attack name → the largest ASR (the attack stage's, on the "
+                                         "new version) allowed")
+    attack_margin: dict[str, Ratio] = Field({}, description="attack name → how far the ASR may lie above the retrain "
+                                            "oracle's under the same attack")

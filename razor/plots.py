@@ -87,3 +87,26 @@ def image_grid(prompts: list[str], rows: dict, path: Path) -> None:
             if c == 0:
                 ax.set_ylabel(name, fontsize=8)
     _save(fig, path)
+
+
+def attack_bars(attacks: dict, path: Path, title: str) -> None:
+    """Each attack's ASR on the edited, base and oracle models (a dash where a model was not attacked);
+    with no attacks, a figure that says so."""
+    names = list(attacks)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(names) + 1), 3.5))
+    models = (("asr", "edited", "tab:purple"), ("base_asr", "base", "tab:gray"), ("oracle_asr", "oracle", "tab:green"))
+    for i, (key, label, color) in enumerate(models):
+        xs = [x + (i - 1) * 0.27 for x in range(len(names))]
+        ax.bar(xs, [attacks[n][key] or 0 for n in names], 0.27, label=label, color=color)
+        for x, n in zip(xs, names):
+            if attacks[n][key] is None:
+                ax.text(x, 0.01, "—", ha="center", fontsize=8)
+    ax.set_xticks(range(len(names)), names, fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("attack success (concept recognised)")
+    ax.set_title(title, fontsize=9)
+    if names:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no attacks run", ha="center", va="center", transform=ax.transAxes)
+    _save(fig, path)

@@ -89,9 +89,10 @@ def table(report: dict) -> str:
 def attack_name(name: str, result: dict) -> str:
     """An attack and its budget, e.g. "relearn_retain (50 steps)"."""
     b = result["budget"]
-    said = ", ".join(f"{b[k]} {w}" for k, w in (("shots", "shots"), ("steps", "steps"), ("shots_per_label", "per label"))
-                     if k in b)
-    return f"{name} ({said})" if said else name
+    said = [f"{b[k]} {w}" for k, w in (("shots", "shots"), ("steps", "steps"), ("shots_per_label", "per label")) if k in b]
+    said += [b["format"]] if "format" in b else []
+    said += [f"AUC, {result['verdict']}"] if "verdict" in result else []
+    return f"{name} ({', '.join(said)})" if said else name
 
 
 def attacks_html(attacks: dict | None) -> str:

@@ -1,1 +1,1 @@
-"""The pipeline's DVC stages: curate → cache → rank → edit → evaluate (`python -m stages.<name> REQUEST_ID`)."""
+"""The pipeline's DVC stages: curate → cache → rank → edit → evaluate → attack (`python -m stages.<name> REQUEST_ID`)."""

@@ -16,7 +16,7 @@ PLOTS = {"component scores": "scores.png", "expansion trace": "expansion_trace.p
 
 def run(ws: Workspace, request_id: str) -> None:
     """Measure the base model, apply the delta, measure again; write the report."""
-    stages = {s: ws.stage_info(request_id, s) for s in STAGES[:-1]}  # refuses a missing or unfinished stage
+    stages = {s: ws.stage_info(request_id, s) for s in STAGES[:STAGES.index("evaluate")]}  # refuses a missing or unfinished stage
     req, task = ws.task(request_id)
     p = EvaluateParams(**ws.params("evaluate"))
     delta = Delta.load(ws.stage_dir(request_id, "edit") / "delta.safetensors")

@@ -32,7 +32,7 @@ from razor.family import Family
 from razor.io import atomic_dir, atomic_path
 from razor.request import Request, RequestError, load_request
 
-STAGES = ("curate", "cache", "rank", "edit", "evaluate")
+STAGES = ("curate", "cache", "rank", "edit", "evaluate", "attack")
 MARKER = "stage.json"
 ORIGIN = "razor.json"  # in a model folder materialised from a registered version
 

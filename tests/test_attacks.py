@@ -7,16 +7,20 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from flows import gate
 from razor import attack
 from razor.baselines.retrain import retrain_edit
 from razor.cli import main
-from razor.config import AttackParams, RetrainParams
+from razor.config import AttackParams, GateParams, RetrainParams
 from razor.data import read_manifest
-from razor.families import build_task, load_model
+from razor.errors import RazorError
+from razor.families import DEMO_MODELS, build_task, load_model
 from razor.families.clip.metrics import forget_and_utility
 from razor.families.vlm.metrics import forget_accuracy
+from razor.libquant import roundtrip
 from razor.methods import method_params
 from razor.pipeline import run_method
+from stages.workspace import Workspace
 
 SIZES = dict(forget_size=64, retain_size=128, eval_size=100)
 ORACLE = RetrainParams(steps=40)  # a short oracle: enough to stand in for the control's column
@@ -37,11 +41,13 @@ def test_every_attack_reports_its_asr_on_the_edited_and_base_models_and_leaves_t
     before = {n: q.detach().clone() for n, q in task.adapter.parameters().items()}
     edited_fa = forget_and_utility(task)[0]
     out = attack.run(task, "all", AttackParams(), base, progress=False)
-    assert list(out) == ["relearn_retain", "relearn_kshot", "linear_probe"]
+    assert list(out) == ["relearn_retain", "relearn_kshot", "linear_probe", "mia", "quant_lib"]
     for name, a in out.items():
-        assert set(a) == {"budget", "asr", "base_asr", "oracle_asr", "curve", "seconds"}, name
-        assert 0 <= a["asr"] <= 1 and 0 <= a["base_asr"] <= 1 and a["oracle_asr"] is None  # no oracle cached
+        assert {"budget", "asr", "base_asr", "oracle_asr", "curve", "seconds"} <= set(a), name
         assert a["curve"][-1] == {k: a[k] for k in ("budget", "asr", "base_asr", "oracle_asr")}
+        assert a["oracle_asr"] is None  # no oracle cached
+        if name != "mia":  # mia: below
+            assert 0 <= a["asr"] <= 1 and 0 <= a["base_asr"] <= 1
     assert [c["budget"]["steps"] for c in out["relearn_retain"]["curve"]] == [10, 50]
     assert out["relearn_kshot"]["budget"] == dict(steps=20, lr=2e-4, batch=32, shots=4)
     # what an attacker gets back: four star images bring the concept back above the edited model's FA,
@@ -51,6 +57,8 @@ def test_every_attack_reports_its_asr_on_the_edited_and_base_models_and_leaves_t
     after = task.adapter.parameters()
     assert all(torch.equal(before[n], after[n]) for n in before)
     assert forget_and_utility(task)[0] == edited_fa
+    assert [c["budget"]["format"] for c in out["quant_lib"]["curve"]] == ["int8", "fp4", "nf4"]
+    assert out["quant_lib"]["base_asr"] >= 0.8  # the library's 4-bit keeps what the model knows
     again = attack.run(task, "relearn_kshot,linear_probe", AttackParams(), base, progress=False)
     assert {n: (a["asr"], a["base_asr"]) for n, a in again.items()} == {
         n: (out[n]["asr"], out[n]["base_asr"]) for n in again}  # seeded: the same figures again
@@ -65,6 +73,30 @@ def test_a_cached_oracle_fills_the_control_column(edited):
     assert attack.run(task, "linear_probe", AttackParams(), base, progress=False)["linear_probe"]["oracle_asr"] is None
 
 
+def test_mia_shows_power_on_memorised_items_before_it_reports_and_never_reports_a_leakage_of_zero(edited):
+    task, base = edited
+    mia = attack.run(task, "mia", AttackParams(), base, progress=False)["mia"]
+    control = mia["control"]  # 64 new items memorised in 100 steps: the attack tells them from 64 unseen
+    assert control["power"] and control["auc"] >= 0.8 and control["ci"]["auc"][0] > 0.6, control
+    assert mia["verdict"] in ("measured", "no signal") and 0 <= mia["auc"] <= 1
+    assert mia["ci"]["auc"][0] <= mia["auc"] <= mia["ci"]["auc"][1] and 0 <= mia["tpr_at_1fpr"] <= 1
+    assert mia["budget"]["reference"].startswith("none")  # no oracle cached: uncalibrated, and said so
+    if mia["verdict"] == "no signal":  # the demo base does not memorise star's training images
+        assert mia["base"]["ci"]["auc"][0] <= 0.5 and mia["asr"] is None and mia["base_asr"] is None
+    weak = attack.run(task, "mia", AttackParams(mia_steps=1, mia_lr=1e-6), base, progress=False)["mia"]
+    assert weak["verdict"] == "no power" and not weak["control"]["power"]
+    assert weak["asr"] is None and weak["base_asr"] is None and weak["auc"] == mia["auc"]
+
+
+def test_the_library_formats_are_bitsandbytes_own():
+    w = torch.randn(16, 128, generator=torch.Generator().manual_seed(0))
+    nf4 = roundtrip(w, "nf4")
+    assert all(len(block.unique()) <= 16 for block in nf4.flatten().split(64))  # 4 bits: 16 levels per block
+    assert (nf4 - w).abs().mean() < 0.1 and not torch.equal(nf4, w)
+    int8 = roundtrip(w, "int8")
+    assert (int8 - w).abs().max() <= w.abs().amax(1, keepdim=True).max() / 127
+
+
 def task_manifest(task):
     return read_manifest(task.manifest_path)
 
@@ -76,6 +108,41 @@ def test_unknown_attacks_and_families_without_attacks_are_refused_before_any_wor
     assert out.exit_code == 2 and "no attacks are registered for" in out.output, out.output
     out = CliRunner().invoke(main, ["unlearn", "--forget", "star", "--attacks", "all", "--attack-param", "lr=inf"])
     assert out.exit_code == 2 and "lr" in out.output and "Traceback" not in out.output, out.output
+
+
+def test_the_pipeline_chooses_none_for_a_family_without_attacks_but_refuses_unknown_names():
+    clip, sd = DEMO_MODELS["demo"], DEMO_MODELS["demo-sd"]
+    assert attack.planned(clip, "all") == ["relearn_retain", "relearn_kshot", "linear_probe", "mia", "quant_lib"]
+    assert attack.planned(clip, ("linear_probe",)) == ["linear_probe"] and attack.planned(clip, "none") == []
+    assert attack.planned(sd, "all") == [] and attack.planned(sd, "none") == []
+    with pytest.raises(RazorError, match="no attacks are registered for Stable Diffusion"):
+        attack.planned(sd, "relearn_retain")
+    with pytest.raises(RazorError, match="unknown attack jailbreak"):
+        attack.planned(clip, "linear_probe,jailbreak")
+
+
+def test_the_gate_holds_each_attack_to_its_bound_or_to_the_oracles_plus_a_margin(tmp_path):
+    ws = Workspace(tmp_path)
+    found = dict(relearn_retain=dict(asr=0.30, base_asr=0.9, oracle_asr=0.20),
+                 linear_probe=dict(asr=0.80, base_asr=0.9, oracle_asr=None))
+    (ws.stage_dir("r1", "attack")).mkdir(parents=True)
+    (ws.stage_dir("r1", "attack") / "attacks.json").write_text(json.dumps(found))
+
+    def rows(**bounds):
+        return gate.attack_rows(ws, "r1", "objects:star", GateParams(**bounds))
+
+    assert all(r["passed"] for r in rows(attack_max=dict(relearn_retain=0.3, linear_probe=0.9),
+                                         attack_margin=dict(relearn_retain=0.1)))
+    failed = rows(attack_max=dict(linear_probe=0.5, relearn_kshot=0.5),
+                  attack_margin=dict(relearn_retain=0.05, linear_probe=0.05))
+    assert [r["passed"] for r in failed] == [False] * 4
+    why = gate.reason(failed)
+    assert "attack linear_probe brings objects:star (request r1) back: ASR 0.80 > 0.50" in why
+    assert "attack relearn_kshot was not run on request r1" in why
+    assert "attack relearn_retain brings objects:star (request r1) back: ASR 0.30 > 0.25 (the oracle's 0.20 + 0.05)" in why
+    assert "attack linear_probe has no retrain oracle to compare with" in why
+    with pytest.raises(ValueError, match="less than or equal to 1"):
+        GateParams(attack_max=dict(linear_probe=1.5))
 
 
 def test_razor_unlearn_attacks_json_holds_each_attack(tmp_path):

@@ -18,7 +18,7 @@ from razor.cli import main
 from razor.families.clip.metrics import forget_and_utility
 from razor.families.clip.task import ClipTask as Task
 from stages.workspace import Workspace
-from tests.workspace import ROOT, make_workspace, one_byte_changed
+from tests.workspace import NO_ATTACKS, ROOT, changed_params, make_workspace, one_byte_changed
 
 pytestmark = pytest.mark.stack
 
@@ -31,7 +31,7 @@ UNGUARDED = ("id: striped-unguarded\nmodel: demo\nconcept: {kind: style, label: 
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory, demo_manifest, prefect_server):
-    w = Workspace(make_workspace(tmp_path_factory.mktemp("governance"), requests=False))
+    w = Workspace(make_workspace(tmp_path_factory.mktemp("governance"), changed_params(NO_ATTACKS), requests=False))
     mlflow.set_tracking_uri(f"sqlite:///{w.root / 'mlflow.db'}")
     return w
 
@@ -140,3 +140,28 @@ def test_a_lost_artifact_store_is_a_finding_and_audit_leaves_no_download(ws, seq
     finally:
         (ws.root / "mlartifacts.lost").rename(ws.root / "mlartifacts")
     assert not list(downloads.iterdir())
+
+
+def test_an_edit_an_attack_brings_back_is_refused_by_the_gate(ws, sequence, tmp_path):
+    """gate.attack_max: gus forgotten, but four of his images (relearn_kshot) bring him back; the gate
+    names the attack and production stays where it was."""
+    production = registry.production(MODEL)
+    request = tmp_path / "forget-gus.yaml"
+    request.write_text("id: forget-gus\nmodel: demo\nconcept: {kind: identity, label: gus}\n")
+    params = ws.root / "params.yaml"
+    text = params.read_text()
+    params.write_text(changed_params({"  attacks: none ": "  attacks: relearn_kshot ",
+                                      "  attack_max: {}": "  attack_max: {relearn_kshot: 0.5}"}, text))
+    try:
+        assert cli(ws, "request", "submit", str(request)).exit_code == 0
+        (entry,) = intake(str(ws.root))
+    finally:
+        params.write_text(text)
+    assert entry["state"] == "refused", entry
+    assert "attack relearn_kshot brings identities:gus (request forget-gus) back: ASR" in entry["reason"], entry
+    assert registry.production(MODEL) == production
+    version = registry.chain(MODEL, entry["model_version"])[-1]
+    assert version.tags["razor.gate"] == "refused"
+    gate = mlflow.artifacts.load_dict(f"runs:/{entry['mlflow_run_id']}/gate.json")
+    (row,) = [r for r in gate["checks"] if r["check"] == "attack"]
+    assert row["attack"] == "relearn_kshot" and row["value"] > row["limit"] == 0.5 and not row["passed"]

@@ -16,7 +16,7 @@ from razor.cli import main
 from razor.delta import Delta
 from razor.families import load_model
 from stages.workspace import Workspace
-from tests.workspace import ROOT, make_workspace, one_byte_changed
+from tests.workspace import NO_ATTACKS, ROOT, changed_params, make_workspace, one_byte_changed
 
 pytestmark = pytest.mark.stack
 
@@ -42,9 +42,7 @@ def cli(ws, *args):
 def chain(request, tmp_path_factory, prefect_server):
     """(the workspace, the registered model, the intake's queue entries) after both requests ran."""
     name = request.param
-    params = (ROOT / "params.yaml").read_text()
-    for default, allowed in GATE[name].items():
-        params = params.replace(default, allowed)
+    params = changed_params({**GATE[name], **NO_ATTACKS})  # the attacks: tests/test_attacks.py
     ws = Workspace(make_workspace(tmp_path_factory.mktemp(name), params=params, requests=False))
     mlflow.set_tracking_uri(f"sqlite:///{ws.root / 'mlflow.db'}")
     for rid in CHAINS[name]:

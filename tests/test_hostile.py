@@ -432,8 +432,11 @@ def test_ctrl_c_stops_a_run_within_seconds_leaves_nothing_partial_and_the_flow_r
     env = {k: v for k, v in dvc_env().items() if not k.startswith("PREFECT_API")}
     env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     request = ROOT / "data/requests/demo-object-star.yaml"
+    # as a terminal's foreground job: SIGINT handled by default (a suite started in the background with `&`
+    # hands its children SIGINT ignored, which Python then leaves ignored)
     proc = subprocess.Popen([sys.executable, "-m", "razor.cli", "run", str(request), "--workspace", str(ws)], cwd=ws,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     runs = ws / "data/runs/demo-object-star"
     while proc.poll() is None and not list(runs.glob(".cache.*")):  # the cache stage is writing its result
         time.sleep(0.1)

@@ -27,7 +27,8 @@ pytestmark = pytest.mark.stack
 
 REQUEST = "demo-object-star"
 UNLEARN_KEYS = {"method", "forget", "components", "seconds", "peak_mb", "delta_bytes", "before", "after",
-                "utility_per_axis", "quantized", "timing", "probes", "forget_target", "ci95"}
+                "utility_per_axis", "quantized", "timing", "probes", "forget_target", "ci95", "attacks"}
+ATTACKS = {"relearn_retain", "relearn_kshot", "linear_probe", "mia", "quant_lib"}
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +90,30 @@ def test_first_run_forgets_and_records_everything(ws, first):
     assert html.count("data:image/png;base64,") == 3 and "objects:star" in html
 
 
+def test_the_attack_stage_tries_every_attack_and_records_it(ws, first):
+    attacks = first["report"]["attacks"]
+    assert set(attacks) == ATTACKS
+    for name, a in attacks.items():  # the base (the ceiling) is attacked too; no oracle is cached in this workspace
+        assert a["oracle_asr"] is None and a["seconds"] > 0
+        assert name == "mia" and a["verdict"] != "measured" or 0 <= a["asr"] <= 1 and 0 <= a["base_asr"] <= 1
+    assert attacks["relearn_retain"]["budget"]["steps"] == 50
+    assert [p["budget"]["steps"] for p in attacks["relearn_retain"]["curve"]] == [10, 50]
+    assert attacks["relearn_kshot"]["asr"] > first["report"]["after"]["fa1"]  # four forget images bring some of it back
+
+    c = client(ws)
+    parent = c.get_run(first["report"]["mlflow_run_id"])
+    assert parent.data.metrics["attack_linear_probe_asr"] == attacks["linear_probe"]["asr"]
+    run = c.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}' "
+                        "and tags.`razor.stage` = 'attack'")[0]
+    curve = c.get_metric_history(run.info.run_id, "attack_relearn_retain_asr")
+    assert [(m.step, m.value) for m in curve] == [(p["budget"]["steps"], p["asr"]) for p in attacks["relearn_retain"]["curve"]]
+    assert run.data.params["attacks"] == "all" and float(run.data.params["lr"]) == 2e-4
+    assert {"attack", "plots"} <= {a.path for a in c.list_artifacts(run.info.run_id)}
+
+    html = (ws / "data/runs" / REQUEST / "attack" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 4 and "relearn_kshot (4 shots, 20 steps)" in html
+
+
 def test_second_run_skips_every_stage_and_reuses_the_record(ws, first):
     again = unlearn(f"data/requests/{REQUEST}.yaml", str(ws))
     assert again["stages_run"] == []
@@ -108,6 +133,8 @@ def test_metrics_and_plots_show(ws, first, tmp_path):
     shown = json.loads(dvc(ws, "metrics", "show", "--json").stdout)
     metrics = next(iter(shown.values()))["data"][f"data/runs/{REQUEST}/metrics.json"]["data"]
     assert metrics["after"]["fa1"] == first["report"]["after"]["fa1"]
+    asr = next(iter(shown.values()))["data"][f"data/runs/{REQUEST}/attacks.json"]["data"]
+    assert set(asr) <= ATTACKS and asr["relearn_retain"]["asr"] == first["report"]["attacks"]["relearn_retain"]["asr"]
     out = dvc(ws, "plots", "show", "-o", str(tmp_path / "plots"))
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "plots" / "index.html").is_file()
@@ -119,7 +146,7 @@ def test_changing_rho_reruns_only_edit_and_evaluate(ws, first):
     try:
         params.write_text(text.replace("rho: 1.0", "rho: 0.5"))
         result = unlearn(f"data/requests/{REQUEST}.yaml", str(ws))
-        assert result["stages_run"] == ["edit", "evaluate"]
+        assert result["stages_run"] == ["edit", "evaluate", "attack"]
         assert result["report"]["model_version"] != first["report"]["model_version"]
         c, run_id = client(ws), result["report"]["mlflow_run_id"]
         edit = c.search_runs([c.get_run(run_id).info.experiment_id],
@@ -127,7 +154,7 @@ def test_changing_rho_reruns_only_edit_and_evaluate(ws, first):
         assert float(edit.data.params["rho"]) == 0.5 and edit.data.tags["dvc.skipped"] == "false"
     finally:
         params.write_text(text)
-    assert unlearn(f"data/requests/{REQUEST}.yaml", str(ws))["stages_run"] == ["edit", "evaluate"]
+    assert unlearn(f"data/requests/{REQUEST}.yaml", str(ws))["stages_run"] == ["edit", "evaluate", "attack"]
 
 
 def test_a_second_request_keeps_the_first_intact(ws, first, tmp_path):

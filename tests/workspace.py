@@ -12,19 +12,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 COPIED = ("dvc.yaml", "params.yaml", ".dvcignore", "stages", "razor", "data/requests")
 _TEMPLATES: dict[bool, Path] = {}
+NO_ATTACKS = {"  attacks: all ": "  attacks: none "}
 SMALL = {"forget_size: 256": "forget_size: 64", "retain_size: 512": "retain_size: 128",
-         "eval_size: 600": "eval_size: 100", "kept_size: 128": "kept_size: 64"}
+         "eval_size: 600": "eval_size: 100", "kept_size: 128": "kept_size: 64", **NO_ATTACKS}
 
 
-def small_params() -> str:
-    """params.yaml at small sets (64 forget, 128 retain, 100 held-out retain items per split, 64
-    kept), for tests of the machinery rather than of the method."""
-    params = (ROOT / "params.yaml").read_text()
-    for old, new in SMALL.items():
+def changed_params(changes: dict[str, str], params: str | None = None) -> str:
+    """params.yaml (or `params`) with each text of `changes` replaced; a text it lacks is an error."""
+    params = (ROOT / "params.yaml").read_text() if params is None else params
+    for old, new in changes.items():
         if old not in params:
             raise ValueError(f"params.yaml has no {old!r} to change")
         params = params.replace(old, new)
     return params
+
+
+def small_params() -> str:
+    """params.yaml at small sets (64 forget, 128 retain, 100 held-out retain items per split, 64
+    kept) and no attack stage work, for tests of the machinery rather than of the method."""
+    return changed_params(SMALL)
 
 
 def make_workspace(path: Path, params: str | None = None, requests: bool = True) -> Path:

@@ -1,5 +1,5 @@
-"""The VLM's attacks (razor.attack): relearning (razor.relearn), and a linear probe of the features
-the projector receives. Only the vision tower and the projector are ever edited: the language model
+"""The VLM's attacks (razor.attack): relearning (razor.relearn), a linear probe of the features the
+projector receives, and the library quantisation formats (razor.libquant). Only the vision tower and the projector are ever edited: the language model
 still holds whatever it knows of the concept's name, which no image attack here measures."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import torch
 
 from razor.config import AttackParams
 from razor.families.vlm.metrics import forget_accuracy
+from razor.libquant import quant_lib_attack
 from razor.readout import linear_probe
 from razor.relearn import relearn_attacks
 
@@ -32,4 +33,4 @@ def projector_probe(task, p: AttackParams) -> list[tuple[dict, float]]:
     return linear_probe(task, p, lambda pixels: projector_inputs(task.adapter, pixels), targets)
 
 
-ATTACKS = relearn_attacks(forget_accuracy) | {"linear_probe": projector_probe}
+ATTACKS = relearn_attacks(forget_accuracy) | {"linear_probe": projector_probe, "quant_lib": quant_lib_attack(forget_accuracy)}
