@@ -7,7 +7,7 @@ REQUEST ?= data/requests/demo-object-star.yaml
 WORKERS ?= 2
 PYTEST := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q -n $(WORKERS) --dist loadgroup --no-loadscope-reorder
 
-.PHONY: setup run test test-fast bench bench-scale bench-sd bench-sweep clean
+.PHONY: setup run test test-fast bench bench-scale bench-sd bench-sweep bench-attacks clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -36,6 +36,10 @@ bench-scale: $(STAMP)
 
 bench-sd: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/sd_demo.py
+
+# every attack after every method, per family (benchmarks/results/attacks/<family>/), resumable
+bench-attacks: $(STAMP)
+	for f in clip sd vlm; do HF_HUB_OFFLINE=1 $(PY) benchmarks/attacks.py --family $$f --resume || exit 1; done
 
 # every demo label of every family, resumable (benchmarks/results/sweep/); SWEEP="--families clip" to narrow
 bench-sweep: $(STAMP)

@@ -1,12 +1,15 @@
-"""Can a forgotten concept be brought back? Every CLIP attack (razor.attack) after every method on
-three demo requests, each attack also run on the base model (the ceiling) and on the retrain oracle
-(the control: what an attacker gets from a model that never learned the concept). `retrain` runs
-first for each request: it trains and caches the oracle the later rows measure.
+"""Can a forgotten concept be brought back? Every attack of a family (razor.attack) after every
+method on the family's demo requests, each attack also run on the base model (the ceiling) and, for
+CLIP, on the retrain oracle (the control: what an attacker gets from a model that never learned the
+concept; `retrain` runs first for each request: it trains and caches the oracle the later rows
+measure). Diffusion: RAZOR (the committed requests' params), ESD-x and UCE side by side; the VLM:
+RAZOR and its baselines.
 
-Writes benchmarks/results/attacks/ (reports.json, table.md, asr.png) and prints the table: the
-ASR (FA@1 on held-out forget items after the attack; for mia its AUC, with its verdict where that is
-not "measured") on the edited model, with the base's and the oracle's beside it.
-Usage: python benchmarks/attacks.py [--methods retrain,razor,slug] [--requests objects:star,...]
+Writes benchmarks/results/attacks/<family>/ (reports.json after every run, table.md, asr.png) and
+prints the table: the ASR (CLIP, VLM: the concept's forget accuracy on held-out forget items after
+the attack; diffusion: the share of the concept's generations the judge labels the concept; mia: its
+AUC, with its verdict where that is not "measured") on the edited model, the base's and the oracle's beside it.
+Usage: python benchmarks/attacks.py [--family clip|sd|vlm] [--methods ...] [--requests ...] [--resume]
 """
 
 from __future__ import annotations
@@ -16,12 +19,24 @@ import sys
 from pathlib import Path
 
 from runs import run_table
+from sd_demo import params as sd_params
+from vlm_demo import PARAMS as VLM_PARAMS
 
-from razor.families.clip import FAMILY as CLIP
+from razor.families import DEMO_MODELS
 
-REQUESTS = ("objects:star", "styles:dotted", "identities:hana")
-ATTACKS = ("relearn_retain", "relearn_kshot", "linear_probe", "mia", "quant_lib")
-OUT = Path(__file__).parent / "results" / "attacks"
+PARTS = {  # family → (demo model, requests, methods, params(request, method))
+    "clip": ("demo", ("objects:star", "styles:dotted", "identities:hana"), None, None),
+    "sd": ("demo-sd", ("styles:noisy", "objects:star"), ["razor", "esd", "uce"], sd_params),
+    "vlm": ("demo-vlm", ("identities:hana",), None, lambda request, method: VLM_PARAMS.get(method, [])),
+}
+FAMILY = sys.argv.pop(sys.argv.index("--family") + 1) if "--family" in sys.argv else "clip"
+if "--family" in sys.argv:
+    sys.argv.remove("--family")
+if FAMILY not in PARTS:
+    sys.exit(f"--family is one of {', '.join(PARTS)}, not {FAMILY!r}")
+MODEL, REQUESTS, METHODS, PARAMS = PARTS[FAMILY]
+ATTACKS = tuple(DEMO_MODELS[MODEL].attacks)
+OUT = Path(__file__).parent / "results" / "attacks" / FAMILY
 
 
 def figures(a: dict) -> tuple[float, float, float | None]:
@@ -31,10 +46,19 @@ def figures(a: dict) -> tuple[float, float, float | None]:
     return a["asr"], a["base_asr"], a["oracle_asr"]
 
 
+def forgotten(r: dict) -> float:
+    """The concept after the edit, before any attack: FA@1 (CLIP), FA (VLM), 1 − UA (diffusion)."""
+    a = r["after"]
+    return a["fa1"] if "fa1" in a else a["fa"] if "fa" in a else 1 - a["ua"]
+
+
 def row(r: dict) -> list[str]:
-    cells = [f"{r['after']['fa1']:.2f}"]
+    cells = [f"{forgotten(r):.2f}"]
     for name in ATTACKS:
-        a = r["attacks"][name]
+        a = r["attacks"].get(name)
+        if a is None:  # a report from before the attack existed
+            cells.append("not run")
+            continue
         edited, base, oracle = figures(a)
         said = f"{edited:.2f} ({base:.2f} / {'—' if oracle is None else f'{oracle:.2f}'})"
         cells.append(said + (f" {a['verdict']}" if a.get("verdict", "measured") != "measured" else ""))
@@ -56,10 +80,12 @@ def plot(reports: list[dict], path: Path) -> None:
         mine = {r["method"]: r for r in reports if r["forget"] == request}
         for i, m in enumerate(methods):
             if m in mine:
-                ax.bar([k + i * width for k in range(len(ATTACKS))], [figures(mine[m]["attacks"][a])[0] for a in ATTACKS],
-                       width, label=m)
+                ax.bar([k + i * width for k in range(len(ATTACKS))],
+                       [figures(mine[m]["attacks"][a])[0] if a in mine[m]["attacks"] else 0 for a in ATTACKS], width, label=m)
         any_report = next(iter(mine.values()))
         for k, a in enumerate(ATTACKS):
+            if a not in any_report["attacks"]:
+                continue
             span = [k - width / 2, k + 0.8 - width / 2]
             _, base, oracle = figures(any_report["attacks"][a])
             ax.plot(span, [base] * 2, "k--", lw=1, label="base" if k == 0 else None)
@@ -69,26 +95,29 @@ def plot(reports: list[dict], path: Path) -> None:
                       [f"{a} (AUC)" if a == "mia" else a for a in ATTACKS], fontsize=8)
         ax.set_title(request)
         ax.set_ylim(0, 1.05)
-    axes[0][0].set_ylabel("ASR: FA@1 after the attack")
+    axes[0][0].set_ylabel("ASR: the concept after the attack")
     axes[0][-1].legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
 def main() -> None:
-    methods = ["retrain"] + [m for m in CLIP.methods if m != "retrain"]  # the oracle first: later rows measure it
+    methods = METHODS or list(DEMO_MODELS[MODEL].methods)
+    if "retrain" in methods:  # the oracle first: later rows measure it
+        methods = ["retrain"] + [m for m in methods if m != "retrain"]
     if "--json" not in sys.argv and "--report" not in sys.argv:
         OUT.mkdir(parents=True, exist_ok=True)
         sys.argv += ["--json", str(OUT / "reports.json")]
-    columns = ["FA@1 after"] + [f"{a}: edited (base / oracle)" for a in ATTACKS]
-    reports = run_table(methods, REQUESTS, columns, row, options=["--attacks", ",".join(ATTACKS)])
+    columns = ["forgotten after"] + [f"{a}: edited (base / oracle)" for a in ATTACKS]
+    reports = run_table(methods, REQUESTS, columns, row, model=MODEL, params=PARAMS,
+                        options=["--attacks", ",".join(ATTACKS)])
     if reports:
         OUT.mkdir(parents=True, exist_ok=True)
         plot(reports, OUT / "asr.png")
         lines = ["| request | method | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 2)]
         lines += [f"| {r['forget']} | {r['method']} | " + " | ".join(row(r)) + " |" for r in reports]
         (OUT / "table.md").write_text("\n".join(lines) + "\n")
-        budgets = {a: reports[0]["attacks"][a]["budget"] for a in ATTACKS}
+        budgets = {a: r["attacks"][a]["budget"] for r in reports for a in ATTACKS if a in r["attacks"]}
         (OUT / "budgets.json").write_text(json.dumps(budgets, indent=2))
         print(f"\nbudgets: {json.dumps(budgets)}\nwritten: {OUT}/")
 

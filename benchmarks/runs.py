@@ -35,6 +35,7 @@ def run_table(methods: list[str], requests: tuple[str, ...], columns: list[str],
     ap.add_argument("--requests", default=",".join(requests))
     ap.add_argument("--json", type=Path, help="also write every report to this file")
     ap.add_argument("--report", type=Path, help="print the table of a --json FILE written before (runs nothing)")
+    ap.add_argument("--resume", action="store_true", help="keep the runs the --json FILE holds, run only the others")
     args = ap.parse_args()
     print("| request | method | " + " | ".join(columns) + " |")
     print("|" + "---|" * (len(columns) + 2))
@@ -43,15 +44,20 @@ def run_table(methods: list[str], requests: tuple[str, ...], columns: list[str],
         for r in reports:
             print(f"| {r['forget']} | {r['method']} | " + " | ".join(row(r)) + " |")
         return reports
-    reports = []
+    reports = json.loads(args.json.read_text()) if args.resume and args.json and args.json.is_file() else []
+    done = {(r["forget"], r["method"]) for r in reports}
+    for r in reports:
+        print(f"| {r['forget']} | {r['method']} | " + " | ".join(row(r)) + " |", flush=True)
     for request in args.requests.split(","):
         for method in args.methods.split(","):
+            if (request, method) in done:
+                continue
             r = unlearn_json(request, method, model, params(request, method) if params else [], options)
             if "failed" in r:
                 print(f"| {request} | {method} | failed: {r['failed']} |", flush=True)
                 continue
             reports.append(r)
             print(f"| {request} | {method} | " + " | ".join(row(r)) + " |", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(reports, indent=2))
+            if args.json:  # after every run: a long benchmark stopped midway keeps what it measured (--resume)
+                args.json.write_text(json.dumps(reports, indent=2))
     return reports

@@ -113,4 +113,6 @@ def run(task, names, p: AttackParams, base: dict | None = None, progress: bool =
                                        for k in ("", "base_", "oracle_")}) for i, (b, _) in enumerate(curves[""])]
             out[name] = dict(curve[-1], curve=curve)
         out[name]["seconds"] = round((time.perf_counter() - t0) / len(models), 3)  # per model attacked
+        if getattr(fn, "note", None):  # what its figures mean for what is forgotten (the report says it)
+            out[name]["note"] = fn.note
     return out

@@ -16,6 +16,7 @@ class Params(BaseModel):
 
 # FA@1 on forget-val that counts as forgotten: a share, or "oracle" (razor/target.py)
 Target = Annotated[float, Field(ge=0, le=1)] | Literal["oracle"]
+Steps = tuple[Annotated[int, Field(ge=1)], ...]  # budgets measured after each of these steps
 
 
 class TargetParams(Params):
@@ -167,7 +168,7 @@ class AttackParams(Params):
     """The attacks' budgets (razor.attack, `--attack-param`): what an attacker who holds the edited
     weights may spend to bring the concept back."""
 
-    relearn_steps: tuple[int, ...] = Field((10, 50), min_length=1, description="relearn_retain: Adam steps on "
+    relearn_steps: Steps = Field((10, 50), min_length=1, description="relearn_retain: Adam steps on "
                                            "retain data only, the concept re-measured after each of these")
     shots: int = Field(4, ge=1, description="relearn_kshot: forget images the attacker holds (with their captions)")
     kshot_steps: int = Field(20, ge=1, description="relearn_kshot: Adam steps on them and retain data")
@@ -177,6 +178,11 @@ class AttackParams(Params):
     mia_items: int = Field(64, ge=8, description="mia's positive control: new items memorised (and as many unseen)")
     mia_steps: int = Field(100, ge=1, description="mia's positive control: Adam steps on the memorised items")
     mia_lr: float = Field(3e-3, gt=0, description="mia's positive control: its learning rate")
+    prompt_tokens: int = Field(5, ge=1, description="adversarial_prompt: learned word embeddings put before each "
+                               "of the concept's prompts (UnlearnDiffAtk's 5)")
+    word_steps: Steps = Field((25, 100), min_length=1, description="adversarial_prompt, concept_inversion: "
+                                        "Adam steps on the learned words, the concept judged after each of these")
+    word_lr: float = Field(1e-2, gt=0, description="adversarial_prompt, concept_inversion: the words' learning rate")
     seed: int = Field(0, ge=0, le=MAX_SEED)
 
 

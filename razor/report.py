@@ -83,6 +83,7 @@ def table(report: dict) -> str:
         for name, a in report["attacks"].items():
             lines.append(f"{attack_name(name, a):<36}" + "".join(
                 f"{a[k]:>10.3f}" if a[k] is not None else f"{'—':>10}" for k in ("asr", "base_asr", "oracle_asr")))
+        lines += [a["note"] for a in report["attacks"].values() if a.get("note")]
     return "\n".join(lines)
 
 
@@ -91,6 +92,8 @@ def attack_name(name: str, result: dict) -> str:
     b = result["budget"]
     said = [f"{b[k]} {w}" for k, w in (("shots", "shots"), ("steps", "steps"), ("shots_per_label", "per label")) if k in b]
     said += [b["format"]] if "format" in b else []
+    said += [f"{b['tokens']} learned word{'s' * (b['tokens'] > 1)}"] if "tokens" in b else []
+    said += ["no image"] if b.get("image") is False else []
     said += [f"AUC, {result['verdict']}"] if "verdict" in result else []
     return f"{name} ({', '.join(said)})" if said else name
 
@@ -105,10 +108,12 @@ def attacks_html(attacks: dict | None) -> str:
 
     rows = "".join(f"<tr><td>{html.escape(attack_name(n, a))}</td>" + "".join(
         f"<td>{cell(a[k])}</td>" for k in ("asr", "base_asr", "oracle_asr")) + "</tr>" for n, a in attacks.items())
-    return ("<h2>Attacks: can the concept be brought back?</h2><p>ASR: the concept's forget accuracy on held-out "
-            "forget items after each attack; base: the model before the edit; oracle: a model trained without the "
-            "concept (— where none is cached).</p><table><tr><th>attack</th><th>edited</th><th>base</th>"
-            f"<th>oracle</th></tr>{rows}</table>")
+    notes = "".join(f"<p>{html.escape(a['note'])}</p>" for a in attacks.values() if a.get("note"))
+    return ("<h2>Attacks: can the concept be brought back?</h2><p>ASR: how much of the concept each attack brings "
+            "back: the forget accuracy on held-out forget items (CLIP, VLM), the share of the concept's generations "
+            "the judge labels the concept (diffusion), for mia the AUC; base: the model before the edit; oracle: a "
+            "model trained without the concept (— where none is cached).</p><table><tr><th>attack</th><th>edited</th>"
+            f"<th>base</th><th>oracle</th></tr>{rows}</table>{notes}")
 
 
 def write_html(report: dict, plots: dict[str, Path], out: Path, lineage: dict | None = None) -> Path:

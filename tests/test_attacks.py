@@ -2,6 +2,7 @@
 oracle models, seeded, within its budget, leaving the weights as they were."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from razor.data import read_manifest
 from razor.errors import RazorError
 from razor.families import DEMO_MODELS, build_task, load_model
 from razor.families.clip.metrics import forget_and_utility
+from razor.families.sd.attacks import concept_share
 from razor.families.vlm.metrics import forget_accuracy
 from razor.libquant import roundtrip
 from razor.methods import method_params
@@ -104,19 +106,24 @@ def task_manifest(task):
 def test_unknown_attacks_and_families_without_attacks_are_refused_before_any_work():
     out = CliRunner().invoke(main, ["unlearn", "--forget", "star", "--attacks", "relearn_retain,jailbreak"])
     assert out.exit_code == 2 and "unknown attack jailbreak" in out.output and "linear_probe" in out.output, out.output
-    out = CliRunner().invoke(main, ["unlearn", "--model", "demo-sd", "--forget", "styles:noisy", "--attacks", "all"])
-    assert out.exit_code == 2 and "no attacks are registered for" in out.output, out.output
+    out = CliRunner().invoke(main, ["unlearn", "--model", "demo-sd", "--forget", "styles:noisy", "--attacks", "mia"])
+    assert out.exit_code == 2 and "unknown attack mia for Stable Diffusion" in out.output, out.output
+    assert "adversarial_prompt" in out.output, out.output
     out = CliRunner().invoke(main, ["unlearn", "--forget", "star", "--attacks", "all", "--attack-param", "lr=inf"])
     assert out.exit_code == 2 and "lr" in out.output and "Traceback" not in out.output, out.output
 
 
 def test_the_pipeline_chooses_none_for_a_family_without_attacks_but_refuses_unknown_names():
-    clip, sd = DEMO_MODELS["demo"], DEMO_MODELS["demo-sd"]
+    clip, sd, vlm = DEMO_MODELS["demo"], DEMO_MODELS["demo-sd"], DEMO_MODELS["demo-vlm"]
     assert attack.planned(clip, "all") == ["relearn_retain", "relearn_kshot", "linear_probe", "mia", "quant_lib"]
     assert attack.planned(clip, ("linear_probe",)) == ["linear_probe"] and attack.planned(clip, "none") == []
-    assert attack.planned(sd, "all") == [] and attack.planned(sd, "none") == []
+    assert attack.planned(sd, "all") == ["relearn_retain", "relearn_kshot", "adversarial_prompt", "concept_inversion",
+                                         "quant_lib"] and attack.planned(sd, "none") == []
+    assert attack.planned(vlm, "all") == ["relearn_retain", "relearn_kshot", "linear_probe", "quant_lib", "text_question"]
+    bare = replace(sd, parts="razor.families.sd.adapter")  # a family whose parts list no attacks
+    assert attack.planned(bare, "all") == []
     with pytest.raises(RazorError, match="no attacks are registered for Stable Diffusion"):
-        attack.planned(sd, "relearn_retain")
+        attack.planned(bare, "relearn_retain")
     with pytest.raises(RazorError, match="unknown attack jailbreak"):
         attack.planned(clip, "linear_probe,jailbreak")
 
@@ -166,11 +173,41 @@ def test_the_vlm_attacks_bring_an_identity_back_from_its_image_features(demo_man
     base = {n: q.detach().clone() for n, q in task.adapter.parameters().items()}
     result = run_method("razor", task, method_params("razor", {}), progress=False)
     edited_fa = forget_accuracy(task)
-    out = attack.run(task, "relearn_kshot,linear_probe", AttackParams(), {n: base[n] for n in result.delta.params},
-                     progress=False)
+    out = attack.run(task, "relearn_kshot,linear_probe,text_question", AttackParams(),
+                     {n: base[n] for n in result.delta.params}, progress=False)
     assert edited_fa <= 0.10 and out["relearn_kshot"]["asr"] > edited_fa + 0.1, (edited_fa, out)
+    asked = out.pop("text_question")  # the language model, never edited, answers a text-only question as before
+    assert asked["asr"] == asked["base_asr"] and 0 < asked["asr"] < 1 and "never edited" in asked["note"], asked
     assert out["linear_probe"]["base_asr"] >= 0.8 and out["relearn_kshot"]["base_asr"] >= 0.8, out
     assert all(a["oracle_asr"] is None for a in out.values())  # the VLM has no retrain oracle
     after = task.adapter.parameters()
     assert all(torch.equal(base[n], after[n]) for n in base if n not in result.delta.params)
     assert forget_accuracy(task) == edited_fa
+
+
+@pytest.mark.slow
+def test_learned_words_bring_an_erased_object_back_to_the_diffusion_model(demo_manifest):
+    """UCE erases star from the demo diffusion model's cross-attention; a word embedding learned from star
+    images (concept inversion) and soft prompt tokens (adversarial_prompt) draw stars again, the
+    weights untouched."""
+    from razor.baselines.uce import uce_edit
+    from razor.config import UceParams
+
+    torch.manual_seed(0)
+    task = build_task(load_model("demo-sd"), read_manifest(demo_manifest), "objects:star", **SIZES)
+    a = task.adapter
+    assert torch.equal(a.encode_slots(["a dotted star"], torch.zeros(1, 0, 128)), a.encode(["a dotted star"]))
+    base = {n: q.detach().clone() for n, q in a.parameters().items()}
+    before = concept_share(task)
+    delta = uce_edit(task, UceParams(), progress=False).delta
+    edited = {n: q.detach().clone() for n, q in a.parameters().items()}
+    erased = concept_share(task)
+    out = attack.run(task, "adversarial_prompt,concept_inversion", AttackParams(word_steps=(10, 40)),
+                     {n: base[n] for n in delta.params}, progress=False)
+    assert before >= 0.75 and erased <= before - 0.3, (before, erased)
+    for name, found in out.items():
+        assert [c["budget"]["steps"] for c in found["curve"]] == [10, 40] and found["oracle_asr"] is None
+        assert found["base_asr"] >= 0.6 and found["asr"] >= erased + 0.3, (name, erased, found)
+    assert out["adversarial_prompt"]["budget"]["tokens"] == 5 and out["concept_inversion"]["budget"]["tokens"] == 1
+    assert all(torch.equal(edited[n], q) for n, q in a.parameters().items())
+    assert concept_share(task) == erased

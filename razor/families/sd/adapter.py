@@ -24,6 +24,7 @@ from razor.errors import ModelError
 from razor.models import check_weight_files, from_pretrained, loading
 
 SUBFOLDERS = ("text_encoder", "tokenizer", "unet", "scheduler")
+SLOT = "<*>"  # where a learned word embedding goes in a prompt (encode_slots)
 
 
 def check_sd_folder(folder: Path) -> None:
@@ -191,6 +192,37 @@ class SdAdapter:
                              truncation=True, return_tensors="pt").input_ids.to(self.device)
         return self.text_encoder(ids).last_hidden_state
 
+    def encode_slots(self, texts: list[str], words: torch.Tensor) -> torch.Tensor:
+        """As `encode`, with learned word embeddings: each text's SLOT marks (k per text, in order) take
+        the rows of `words` (N×k×D) in place of a token's embedding (the attacks' soft prompts)."""
+        tok, n = self.tokenizer, self.tokenizer.model_max_length
+        ids, slots = [], []
+        for text in texts:
+            row, mark = [tok.bos_token_id], [False]
+            for i, piece in enumerate(text.split(SLOT)):
+                if i:
+                    row, mark = row + [tok.bos_token_id], mark + [True]  # any id: its embedding is replaced
+                words_ids = tok(piece.strip(), add_special_tokens=False).input_ids if piece.strip() else []
+                row, mark = row + words_ids, mark + [False] * len(words_ids)
+            row, mark = row[:n - 1] + [tok.eos_token_id], mark[:n - 1] + [False]
+            pad = n - len(row)
+            ids.append(row + [tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id] * pad)
+            slots.append(mark + [False] * pad)
+        ids, slots = torch.tensor(ids, device=self.device), torch.tensor(slots, device=self.device)
+        if int(slots.sum()) != words.shape[0] * words.shape[1]:
+            raise ValueError(f"{int(slots.sum())} {SLOT} marks fit in {n} tokens; {tuple(words.shape[:2])} words were given")
+
+        def put(module, inputs, out):
+            out = out.clone()
+            out[slots] = words.reshape(-1, words.shape[-1]).to(out)
+            return out
+
+        hook = self.text_encoder.get_input_embeddings().register_forward_hook(put)
+        try:
+            return self.text_encoder(ids).last_hidden_state
+        finally:
+            hook.remove()
+
     def eps(self, x: torch.Tensor, t: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         """The UNet's noise prediction ε_θ(x_t, t, text)."""
         return self.unet(x, t, encoder_hidden_states=states).sample
@@ -218,31 +250,34 @@ class SdAdapter:
 
     @torch.no_grad()
     def generate(self, prompts: list[str], seeds: list[int], steps: int = 20, guidance: float = 4.0,
-                 batch_size: int = 128, remember: bool = False) -> torch.Tensor:
+                 batch_size: int = 128, remember: bool = False, states: torch.Tensor | None = None) -> torch.Tensor:
         """Images in [-1, 1] (N×3×H×W) by DDIM with classifier-free guidance, one seed per prompt;
+        `states`: the prompts' text states given (learned words: encode_slots) instead of encoded;
         `remember`: read each batch back from the output store (razor.memo) when these weights drew
         it before from the same text states and noise."""
         weights = memo.weights_key([self.unet] + ([self.vae] if self.vae is not None else [])) if remember else None
         out = []
         for s in range(0, len(prompts), batch_size):
-            out.append(self._sample(prompts[s:s + batch_size], seeds[s:s + batch_size], steps, guidance, weights))
+            cond = self.encode(prompts[s:s + batch_size]) if states is None else states[s:s + batch_size]
+            out.append(self._sample(cond, seeds[s:s + batch_size], steps, guidance, weights))
         return torch.cat(out)
 
-    def _sample(self, prompts: list[str], seeds: list[int], steps: int, guidance: float,
+    def _sample(self, cond: torch.Tensor, seeds: list[int], steps: int, guidance: float,
                 weights: str | None = None) -> torch.Tensor:
-        """One batch; `weights` (the UNet's and VAE's memo.weights_key; the text encoder is in the
-        text states): read back from the output store when it was drawn before."""
+        """One batch from its text states `cond`; `weights` (the UNet's and VAE's memo.weights_key;
+        the text encoder is in the text states): read back from the output store when it was drawn before."""
         from diffusers import DDIMScheduler
 
         sched = DDIMScheduler.from_config(self.scheduler.config)
         sched.set_timesteps(steps)
-        cond, uncond = self.encode(prompts), self.encode([""] * len(prompts))
+        n = len(cond)
+        cond, uncond = cond.detach(), self.encode([""] * n)
         z = self.noise(seeds) * sched.init_noise_sigma
 
         def denoise() -> torch.Tensor:
             x = z
             for t in sched.timesteps:
-                tt = t.expand(len(prompts)).to(self.device)
+                tt = t.expand(n).to(self.device)
                 e_c, e_u = self.eps(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([cond, uncond])).chunk(2)
                 x = sched.step(e_u + guidance * (e_c - e_u), t, x).prev_sample
             return self.from_latents(x)

@@ -45,17 +45,18 @@ class Drawn:
 
 
 def draw(adapter, classifier, seeds: int = SEEDS, steps: int = STEPS, guidance: float = GUIDANCE,
-         only: tuple[str, str] | None = None, wording: str = PROMPT) -> Drawn:
+         only: tuple[str, str] | None = None, wording: str = PROMPT, remember: bool = True) -> Drawn:
     """Every (style, object) prompt (`only`: those naming axis:label) drawn with `seeds` noise seeds
     of its own (1000·prompt + k), fixed across models, so before and after see the same noise; a
     version drawn before (by the evaluate stage, the gate) is read back from the output store.
-    `wording`: another wording of `only`'s axis (razor.templates: `{}` its label, `{axis}` the other's)."""
+    `wording`: another wording of `only`'s axis (razor.templates: `{}` its label, `{axis}` the other's);
+    `remember`: False for weights drawn once (an attack's), which the store need not keep."""
     pairs_all = grid(classifier.labels)
     keep = [i for i, p in enumerate(pairs_all) if only is None or p[AXES.index(only[0])] == only[1]]
     pairs = [pairs_all[i] for i in keep for _ in range(seeds)]
     noise_seeds = [i * 1000 + k for i in keep for k in range(seeds)]
     texts = prompts(pairs) if wording == PROMPT else worded(pairs, only[0], wording)
-    images = adapter.generate(texts, noise_seeds, steps, guidance, remember=True)
+    images = adapter.generate(texts, noise_seeds, steps, guidance, remember=remember)
     return Drawn(pairs, images, classifier(images))
 
 

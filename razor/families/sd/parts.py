@@ -1,6 +1,7 @@
 """What the Stable Diffusion family gives the shared machinery (razor.family.Family's parts)."""
 
 from razor.families.sd.adapter import load_sd as load
+from razor.families.sd.attacks import ATTACKS as attacks
 from razor.families.sd.adapter import save_sd as save
 from razor.families.sd.metrics import evaluate, figure, forget_and_utility, keys
 from razor.families.sd.probe import SdProbe as probe
@@ -13,4 +14,4 @@ def judge(t) -> str:
     return t.judge.judge
 
 
-__all__ = ["load", "save", "task", "probe", "cache", "evaluate", "keys", "forget_and_utility", "figure", "judge"]
+__all__ = ["load", "save", "task", "probe", "cache", "evaluate", "keys", "forget_and_utility", "figure", "judge", "attacks"]

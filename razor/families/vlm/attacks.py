@@ -1,6 +1,7 @@
 """The VLM's attacks (razor.attack): relearning (razor.relearn), a linear probe of the features the
-projector receives, and the library quantisation formats (razor.libquant). Only the vision tower and the projector are ever edited: the language model
-still holds whatever it knows of the concept's name, which no image attack here measures."""
+projector receives, the library quantisation formats (razor.libquant), and the concept's question
+asked with no image (`text_question`). RAZOR edits only the vision tower and the projector: the
+language model still holds whatever it knows of the concept's name."""
 
 from __future__ import annotations
 
@@ -33,4 +34,26 @@ def projector_probe(task, p: AttackParams) -> list[tuple[dict, float]]:
     return linear_probe(task, p, lambda pixels: projector_inputs(task.adapter, pixels), targets)
 
 
-ATTACKS = relearn_attacks(forget_accuracy) | {"linear_probe": projector_probe, "quant_lib": quant_lib_attack(forget_accuracy)}
+@torch.no_grad()
+def text_share(task) -> float:
+    """The forgotten labels' share of the axis's answers when its question is asked with no image."""
+    a = task.adapter
+    prompt = [a.tokenizer.bos_token_id,
+              *a.tokenizer.encode(a.question_template.format(a.questions[task.axis]), add_special_tokens=False)]
+    logits = a.model(input_ids=torch.tensor([prompt], device=a.device), use_cache=False).logits[0, -1].float()
+    labels = task.labels[task.axis]
+    share = logits[[a.answer_token(lab) for lab in labels]].softmax(0)
+    return float(sum(share[labels.index(t)] for t in task.targets))
+
+
+def text_question(task, p: AttackParams) -> list[tuple[dict, float]]:
+    """The language model alone, asked the concept's question: how much of its answer is the concept?"""
+    return [(dict(question=task.adapter.questions[task.axis], image=False), text_share(task))]
+
+
+text_question.note = ("text_question: the language model is never edited by RAZOR, so it answers a text-only "
+                      "question as the base model does. What is forgotten is recognising the concept in an image; "
+                      "the concept's name, and whatever the language model knows of it, stay.")
+
+ATTACKS = relearn_attacks(forget_accuracy) | {"linear_probe": projector_probe, "quant_lib": quant_lib_attack(forget_accuracy),
+                                              "text_question": text_question}
