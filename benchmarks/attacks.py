@@ -9,7 +9,10 @@ Writes benchmarks/results/attacks/<family>/ (reports.json after every run, table
 prints the table: the ASR (CLIP, VLM: the concept's forget accuracy on held-out forget items after
 the attack; diffusion: the share of the concept's generations the judge labels the concept; mia: its
 AUC, with its verdict where that is not "measured") on the edited model, the base's and the oracle's beside it.
+A remedy is measured as a variant: `--variant NAME --param KEY=VALUE ...` gives every run those
+params and writes benchmarks/results/attacks/<family>-NAME/.
 Usage: python benchmarks/attacks.py [--family clip|sd|vlm] [--methods ...] [--requests ...] [--resume]
+                                    [--variant NAME --param KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -29,14 +32,33 @@ PARTS = {  # family → (demo model, requests, methods, params(request, method))
     "sd": ("demo-sd", ("styles:noisy", "objects:star"), ["razor", "esd", "uce"], sd_params),
     "vlm": ("demo-vlm", ("identities:hana",), None, lambda request, method: VLM_PARAMS.get(method, [])),
 }
-FAMILY = sys.argv.pop(sys.argv.index("--family") + 1) if "--family" in sys.argv else "clip"
-if "--family" in sys.argv:
-    sys.argv.remove("--family")
+
+
+def option(name: str, default=None, many: bool = False):
+    """Take `--name VALUE` (every one, with `many`) out of the command line before run_table reads it."""
+    found = []
+    while name in sys.argv:
+        i = sys.argv.index(name)
+        found.append(sys.argv[i + 1])
+        del sys.argv[i:i + 2]
+    return found if many else (found[-1] if found else default)
+
+
+FAMILY = option("--family", "clip")
+VARIANT = option("--variant")  # a remedy's name: its --param values go to every method's run
+EXTRA = option("--param", many=True)
 if FAMILY not in PARTS:
     sys.exit(f"--family is one of {', '.join(PARTS)}, not {FAMILY!r}")
+if EXTRA and not VARIANT:
+    sys.exit("--param changes the method; name the variant it makes with --variant NAME (its own results folder)")
 MODEL, REQUESTS, METHODS, PARAMS = PARTS[FAMILY]
 ATTACKS = tuple(DEMO_MODELS[MODEL].attacks)
-OUT = Path(__file__).parent / "results" / "attacks" / FAMILY
+OUT = Path(__file__).parent / "results" / "attacks" / (FAMILY + (f"-{VARIANT}" if VARIANT else ""))
+
+
+def params(request: str, method: str) -> list[str]:
+    """The family's params for this run, then the variant's (later ones win)."""
+    return (PARAMS(request, method) if PARAMS else []) + EXTRA
 
 
 def figures(a: dict) -> tuple[float, float, float | None]:
@@ -109,7 +131,7 @@ def main() -> None:
         OUT.mkdir(parents=True, exist_ok=True)
         sys.argv += ["--json", str(OUT / "reports.json")]
     columns = ["forgotten after"] + [f"{a}: edited (base / oracle)" for a in ATTACKS]
-    reports = run_table(methods, REQUESTS, columns, row, model=MODEL, params=PARAMS,
+    reports = run_table(methods, REQUESTS, columns, row, model=MODEL, params=params,
                         options=["--attacks", ",".join(ATTACKS)])
     if reports:
         OUT.mkdir(parents=True, exist_ok=True)

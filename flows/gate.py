@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 
 from flows import registry
-from razor.config import GateParams
+from razor import attack
+from razor.config import AttackStageParams, GateParams
 from razor.curate import Curated
+from razor.errors import RazorError
 from razor.families import load_task, of
 from stages.workspace import Workspace
 
@@ -34,6 +36,21 @@ def check(ws: Workspace, name: str, version: str, p: GateParams) -> tuple[bool, 
                      limit=before - p.utility_tolerance, passed=utility >= before - p.utility_tolerance))
     rows += attack_rows(ws, versions[-1].tags["razor.request"], versions[-1].tags["razor.concept"], p)
     return all(r["passed"] for r in rows), rows
+
+
+def check_bounds(ws: Workspace, model: str, p: GateParams) -> None:
+    """Before any work: refuse attack bounds the attack stage cannot meet on this model's family — an
+    attack it does not run (attack.attacks), or a margin over a retrain oracle the family has none of."""
+    fam = ws.family(model)
+    runs = attack.planned(fam, AttackStageParams(**ws.params("attack")).attacks)
+    unrun = sorted(n for n in {**p.attack_max, **p.attack_margin} if n not in runs)
+    if unrun:
+        raise RazorError(f"params.yaml gate bounds the attack {', '.join(unrun)}, which the attack stage does not run "
+                         f"on {fam.kind} models (it runs: {', '.join(runs) or 'none'}); add it to attack.attacks "
+                         f"or drop the bound")
+    if p.attack_margin and "retrain" not in fam.methods:
+        raise RazorError(f"params.yaml gate.attack_margin compares with the retrain oracle's ASR, and {fam.kind} "
+                         f"models have no retrain oracle; bound their attacks with gate.attack_max instead")
 
 
 def attack_rows(ws: Workspace, request_id: str, concept: str, p: GateParams) -> list[dict]:

@@ -40,10 +40,12 @@ def process(ws: Workspace, request_id: str) -> dict:
     logger = get_run_logger()
     queue.start(ws, request_id)
     try:
+        bounds = GateParams(**ws.params("gate"))
+        gate.check_bounds(ws, queue.submitted(ws, request_id).model, bounds)  # a bound it cannot meet: before any work
         lineage.experiment(ws)
         result = unlearn(str(admitted(ws, request_id)), str(ws.root))
         name, version = result["registered_model"], result["report"]["model_version"]
-        passed, rows = gate.check(ws, name, version, GateParams(**ws.params("gate")))
+        passed, rows = gate.check(ws, name, version, bounds)
         client = mlflow.MlflowClient()
         client.set_model_version_tag(name, version, "razor.gate", "passed" if passed else "refused")
         with mlflow.start_run(run_id=result["report"]["mlflow_run_id"]):

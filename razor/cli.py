@@ -15,7 +15,7 @@ import click
 import yaml
 from pydantic import ValidationError
 
-from razor.config import DTYPES, MAX_SEED
+from razor.config import DTYPES, MAX_SEED, AttackParams
 from razor.errors import RazorError
 from razor.methods import METHODS
 
@@ -97,9 +97,11 @@ def service_timeouts() -> None:
               help="items per forward pass (gradients accumulate over batches)")
 @click.option("--gradient-checkpointing", is_flag=True, help="recompute activations in the backward pass (less memory)")
 @click.option("--attacks", help="then try to bring the concept back: all, or attack names joined by commas "
-              "(CLIP: relearn_retain, relearn_kshot, linear_probe), on the edited, base and cached oracle models")
+              "(every family: relearn_retain, relearn_kshot, quant_lib; CLIP, VLM: linear_probe; CLIP: mia; "
+              "VLM: text_question; Stable Diffusion: adversarial_prompt, concept_inversion), on the edited, base "
+              "and cached oracle models")
 @click.option("--attack-param", "attack_params", multiple=True, help="an attack budget KEY=VALUE (repeatable): "
-              "relearn_steps, shots, kshot_steps, lr, batch_size, probe_shots, seed")
+              + ", ".join(AttackParams.model_fields))
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of the table")
 @friendly
 def unlearn(model, data, forget, method, params, out, seed, dtype, device, batch_size, gradient_checkpointing, attacks,

@@ -152,6 +152,25 @@ def test_the_gate_holds_each_attack_to_its_bound_or_to_the_oracles_plus_a_margin
         GateParams(attack_max=dict(linear_probe=1.5))
 
 
+def test_gate_bounds_the_attack_stage_cannot_meet_are_refused_before_any_work(tmp_path):
+    ws = Workspace(tmp_path)
+
+    def check(model, attacks, **bounds):
+        (tmp_path / "params.yaml").write_text(json.dumps(dict(attack=dict(attacks=attacks))))
+        gate.check_bounds(ws, model, GateParams(**bounds))
+
+    check("demo", "all", attack_max=dict(mia=0.6), attack_margin=dict(relearn_retain=0.05))
+    with pytest.raises(RazorError, match="bounds the attack relearn_retain, which the attack stage does not run on "
+                                         "CLIP models \\(it runs: linear_probe\\)"):
+        check("demo", "linear_probe", attack_max=dict(relearn_retain=0.5))
+    with pytest.raises(RazorError, match="does not run on Stable Diffusion models \\(it runs: none\\)"):
+        check("demo-sd", "none", attack_max=dict(adversarial_prompt=0.2))
+    with pytest.raises(RazorError, match="Stable Diffusion models have no retrain oracle; bound their attacks with gate.attack_max"):
+        check("demo-sd", "all", attack_margin=dict(adversarial_prompt=0.1))
+    with pytest.raises(RazorError, match="unknown attack mia for LLaVA"):
+        check("demo-vlm", "mia")
+
+
 def test_razor_unlearn_attacks_json_holds_each_attack(tmp_path):
     out = CliRunner().invoke(main, ["unlearn", "--forget", "star", "--attacks", "relearn_retain,linear_probe",
                                     "--attack-param", "relearn_steps=[5]", "--out", str(tmp_path / "run"), "--json"])
