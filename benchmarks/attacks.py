@@ -134,6 +134,9 @@ def main() -> None:
     reports = run_table(methods, REQUESTS, columns, row, model=MODEL, params=params,
                         options=["--attacks", ",".join(ATTACKS)])
     if reports:
+        order = {m: i for i, m in enumerate(methods)}
+        reports.sort(key=lambda r: (REQUESTS.index(r["forget"]) if r["forget"] in REQUESTS else len(REQUESTS),
+                                    order.get(r["method"], len(order))))
         OUT.mkdir(parents=True, exist_ok=True)
         plot(reports, OUT / "asr.png")
         lines = ["| request | method | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 2)]

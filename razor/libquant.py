@@ -5,12 +5,12 @@ round trip, which is what its quantised layers compute with on the CPU."""
 
 from __future__ import annotations
 
-import contextlib
 from typing import Callable
 
 import torch
 
 from razor.config import AttackParams
+from razor.quantize import rounded
 
 FORMATS = ("int8", "fp4", "nf4")  # the last, the strongest, is the attack's ASR
 BLOCK = 64
@@ -30,24 +30,6 @@ def roundtrip(weight: torch.Tensor, fmt: str) -> torch.Tensor:
     return out.reshape(weight.shape).to(weight.dtype)
 
 
-@contextlib.contextmanager
-def library_quantized(model: torch.nn.Module, fmt: str):
-    """Within the block every Linear weight is in `fmt`; restored bit-exactly after."""
-    saved = {}
-    modules = dict(model.named_modules())
-    try:
-        with torch.no_grad():
-            for name, mod in modules.items():
-                if isinstance(mod, torch.nn.Linear):
-                    saved[name] = mod.weight.detach().clone()
-                    mod.weight.copy_(roundtrip(mod.weight, fmt))
-        yield model
-    finally:
-        with torch.no_grad():
-            for name, w in saved.items():
-                modules[name].weight.copy_(w)
-
-
 def quant_lib_attack(measure: Callable) -> Callable:
     """A family's `quant_lib`, given its forget measure: the concept measured in each format."""
 
@@ -57,7 +39,7 @@ def quant_lib_attack(measure: Callable) -> Callable:
         library = f"bitsandbytes {version('bitsandbytes')}"
         out = []
         for fmt in FORMATS:
-            with library_quantized(task.adapter.model, fmt):
+            with rounded(task.adapter.model, lambda w: roundtrip(w, fmt)):
                 out.append((dict(format=fmt, library=library), measure(task)))
         return out
 

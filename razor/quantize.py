@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Callable
 
 import torch
 
@@ -17,21 +18,29 @@ def fake_quantize(weight: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 @contextlib.contextmanager
+def rounded(model: torch.nn.Module, roundtrip: Callable[[torch.Tensor], torch.Tensor]):
+    """Within the block every Linear weight is `roundtrip(weight)` (stored in a format and read
+    back); restored bit-exactly after."""
+    saved = {}
+    modules = dict(model.named_modules())
+    try:
+        with torch.no_grad():
+            for name, mod in modules.items():
+                if isinstance(mod, torch.nn.Linear):
+                    saved[name] = mod.weight.detach().clone()
+                    mod.weight.copy_(roundtrip(mod.weight))
+        yield model
+    finally:
+        with torch.no_grad():
+            for name, w in saved.items():
+                modules[name].weight.copy_(w)
+
+
+@contextlib.contextmanager
 def quantized(model: torch.nn.Module, bits: int | None):
     """Within the block every Linear weight is quantised to `bits`; restored bit-exactly after."""
     if bits is None:
         yield model
         return
-    saved = {}
-    try:
-        with torch.no_grad():
-            for name, mod in model.named_modules():
-                if isinstance(mod, torch.nn.Linear):
-                    saved[name] = mod.weight.detach().clone()
-                    mod.weight.copy_(fake_quantize(mod.weight, bits))
+    with rounded(model, lambda w: fake_quantize(w, bits)):
         yield model
-    finally:
-        with torch.no_grad():
-            modules = dict(model.named_modules())
-            for name, w in saved.items():
-                modules[name].weight.copy_(w)
