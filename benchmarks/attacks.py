@@ -26,6 +26,7 @@ from sd_demo import params as sd_params
 from vlm_demo import PARAMS as VLM_PARAMS
 
 from razor.families import DEMO_MODELS
+from razor.report import attack_figures
 
 PARTS = {  # family → (demo model, requests, methods, params(request, method))
     "clip": ("demo", ("objects:star", "styles:dotted", "identities:hana"), None, None),
@@ -61,13 +62,6 @@ def params(request: str, method: str) -> list[str]:
     return (PARAMS(request, method) if PARAMS else []) + EXTRA
 
 
-def figures(a: dict) -> tuple[float, float, float | None]:
-    """(edited, base, oracle): the ASR; for mia its AUCs, whatever its verdict (the table names it)."""
-    if "verdict" in a:
-        return a["auc"], a["base"]["auc"], (a["oracle"] or {}).get("auc")
-    return a["asr"], a["base_asr"], a["oracle_asr"]
-
-
 def forgotten(r: dict) -> float:
     """The concept after the edit, before any attack: FA@1 (CLIP), FA (VLM), 1 − UA (diffusion)."""
     a = r["after"]
@@ -81,7 +75,7 @@ def row(r: dict) -> list[str]:
         if a is None:  # a report from before the attack existed
             cells.append("not run")
             continue
-        edited, base, oracle = figures(a)
+        edited, base, oracle = attack_figures(a)
         said = f"{edited:.2f} ({base:.2f} / {'—' if oracle is None else f'{oracle:.2f}'})"
         cells.append(said + (f" {a['verdict']}" if a.get("verdict", "measured") != "measured" else ""))
     return cells
@@ -103,18 +97,18 @@ def plot(reports: list[dict], path: Path) -> None:
         for i, m in enumerate(methods):
             if m in mine:
                 ax.bar([k + i * width for k in range(len(ATTACKS))],
-                       [figures(mine[m]["attacks"][a])[0] if a in mine[m]["attacks"] else 0 for a in ATTACKS], width, label=m)
+                       [attack_figures(mine[m]["attacks"][a])[0] if a in mine[m]["attacks"] else 0 for a in ATTACKS], width, label=m)
         any_report = next(iter(mine.values()))
         for k, a in enumerate(ATTACKS):
             if a not in any_report["attacks"]:
                 continue
             span = [k - width / 2, k + 0.8 - width / 2]
-            _, base, oracle = figures(any_report["attacks"][a])
+            _, base, oracle = attack_figures(any_report["attacks"][a])
             ax.plot(span, [base] * 2, "k--", lw=1, label="base" if k == 0 else None)
             if oracle is not None:
                 ax.plot(span, [oracle] * 2, "g-", lw=2, label="oracle" if k == 0 else None)
         ax.set_xticks([k + 0.4 - width / 2 for k in range(len(ATTACKS))],
-                      [f"{a} (AUC)" if a == "mia" else a for a in ATTACKS], fontsize=8)
+                      [f"{a} (AUC)" if a == "mia" else a for a in ATTACKS], fontsize=8, rotation=20, ha="right")
         ax.set_title(request)
         ax.set_ylim(0, 1.05)
     axes[0][0].set_ylabel("ASR: the concept after the attack")

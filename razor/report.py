@@ -82,9 +82,17 @@ def table(report: dict) -> str:
         lines.append(f"{'attack (ASR)':<36}{'edited':>10}{'base':>10}{'oracle':>10}")
         for name, a in report["attacks"].items():
             lines.append(f"{attack_name(name, a):<36}" + "".join(
-                f"{a[k]:>10.3f}" if a[k] is not None else f"{'—':>10}" for k in ("asr", "base_asr", "oracle_asr")))
+                f"{v:>10.3f}" if v is not None else f"{'—':>10}" for v in attack_figures(a)))
         lines += [a["note"] for a in report["attacks"].values() if a.get("note")]
     return "\n".join(lines)
+
+
+def attack_figures(a: dict) -> tuple[float | None, float | None, float | None]:
+    """(edited, base, oracle): an attack's ASRs; for one with a verdict (mia) its AUCs, whatever the
+    verdict (its name says it)."""
+    if "verdict" in a:
+        return a["auc"], (a.get("base") or {}).get("auc"), (a.get("oracle") or {}).get("auc")
+    return a["asr"], a["base_asr"], a["oracle_asr"]
 
 
 def attack_name(name: str, result: dict) -> str:
@@ -107,7 +115,7 @@ def attacks_html(attacks: dict | None) -> str:
         return "—" if v is None else f"{v:.3f}"
 
     rows = "".join(f"<tr><td>{html.escape(attack_name(n, a))}</td>" + "".join(
-        f"<td>{cell(a[k])}</td>" for k in ("asr", "base_asr", "oracle_asr")) + "</tr>" for n, a in attacks.items())
+        f"<td>{cell(v)}</td>" for v in attack_figures(a)) + "</tr>" for n, a in attacks.items())
     notes = "".join(f"<p>{html.escape(a['note'])}</p>" for a in attacks.values() if a.get("note"))
     return ("<h2>Attacks: can the concept be brought back?</h2><p>ASR: how much of the concept each attack brings "
             "back: the forget accuracy on held-out forget items (CLIP, VLM), the share of the concept's generations "
