@@ -107,6 +107,8 @@ def mia_attack(score: Callable, fixed: tuple[str, ...] = ()) -> Callable:
                 reference, _ = statistic(task, score, members, others, None)
         found = {}
         for prefix, weights in models.items():
+            if prefix == "oracle_" and reference is not None:
+                continue  # the reference itself: its calibrated scores are all 0, its AUC 0.5 by construction
             with holding(weights):
                 found[prefix] = summary(*statistic(task, score, members, others, reference), p.seed)
         with holding(models.get("base_", {})):

@@ -72,6 +72,8 @@ def test_a_cached_oracle_fills_the_control_column(edited):
     retrain_edit(oracle_task, ORACLE, progress=False)  # trains and caches the oracle of this data and concept
     out = attack.run(task, "linear_probe", AttackParams(), base, progress=False, oracle=ORACLE)
     assert 0 <= out["linear_probe"]["oracle_asr"] <= 1
+    mia = attack.run(task, "mia", AttackParams(), base, progress=False, oracle=ORACLE)["mia"]
+    assert mia["budget"]["reference"] == "oracle" and mia["oracle"] is None  # the reference has no AUC of its own
     assert attack.run(task, "linear_probe", AttackParams(), base, progress=False)["linear_probe"]["oracle_asr"] is None
 
 
