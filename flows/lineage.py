@@ -92,11 +92,15 @@ def lock_digest(entries: dict) -> str:
     return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
 
 
+WRITTEN = ("dvc.lock", "params.yaml")  # tracked files the pipeline itself writes (stage records, the request list)
+
+
 def git_commit(ws: Workspace) -> str:
+    """The workspace's commit, "-dirty" when tracked files other than those the pipeline writes differ from it."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ws.root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ws.root,
-                               capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                *(f":(exclude){f}" for f in WRITTEN)], cwd=ws.root, capture_output=True, text=True).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -128,7 +132,7 @@ def log_stage(ws: Workspace, request_id: str, stage: str, ran: bool, entry: dict
     info = ws.stage_info(request_id, stage)
     with mlflow.start_run(run_name=stage, nested=True):
         mlflow.set_tags({"razor.stage": stage, "razor.request": request_id, "dvc.skipped": str(not ran).lower(),
-                         **{f"dvc.{k}": v for k, v in dvc_tags({stage: entry}).items()}})
+                         **dvc_tags({stage: entry})})
         params = info.get("params") or {}
         if params:
             mlflow.log_params({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in params.items()})

@@ -4,7 +4,8 @@ Version N of `<family>-<model>` (clip-demo, sd-demo-sd, vlm-demo-vlm) is its par
 its delta (the root's parent is the base model itself). A version is materialised as a model folder
 under data/models/<name>/v<N>/ in its family's layout by applying the chain's deltas in order — each
 delta checks the hashes of the weights it applies to — and the result must match the version's
-recorded `razor.weights_sha256`.
+recorded `razor.weights_sha256`. Each version is logged as an MLflow pyfunc model (razor.served)
+that rebuilds it the same way, and `export` copies a materialised version to a folder of the user's.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from razor import served
 from razor.delta import Delta, weights_sha256
 from razor.errors import RazorError
 from razor.families import save_model
@@ -113,6 +115,15 @@ def materialize(ws: Workspace, name: str, version: str) -> Path:
     return folder
 
 
+def export(ws: Workspace, name: str, version: str, out: Path) -> Path:
+    """The version's full model folder (its family's layout, which `from_pretrained` reads) at `out`;
+    an existing `out` is replaced only if razor wrote it."""
+    folder = materialize(ws, name, version)
+    with atomic_dir(out, ORIGIN) as tmp:
+        shutil.copytree(folder, tmp, dirs_exist_ok=True)
+    return out
+
+
 def promote(name: str, version: str) -> None:
     MlflowClient().set_registered_model_alias(name, ALIAS, str(version))
 
@@ -124,29 +135,41 @@ def rollback(ws: Workspace, name: str, version: str) -> str:
     return json.loads((folder / ORIGIN).read_text())["weights_sha256"]
 
 
+def base_source(ws: Workspace, spec: str) -> str:
+    """Where a registered version's pyfunc model loads its base from: a demo model's name, a hub id,
+    or the absolute path of a model folder under the data root."""
+    source = ws.model_source(spec)
+    return str(Path(source).resolve()) if source != spec else source
+
+
 def register(ws: Workspace, request_id: str, run_id: str, request: dict) -> tuple[str, str]:
     """The edited model as a new version of its registered model: the delta plus a reference to
     its base (the parent version, the root model, the sha256 of every tensor the delta touches)."""
     delta_path = ws.stage_dir(request_id, "edit") / "delta.safetensors"
     delta = Delta.load(delta_path)
     came_from = origin(ws, request["model"])
+    name = came_from["registered_model"]
     adapter = ws.model(request["model"])
     delta.apply(adapter.parameters())
+    digest = weights_sha256(adapter.model)
     with tempfile.TemporaryDirectory() as tmp:
-        shutil.copy2(delta_path, Path(tmp) / "delta.safetensors")
-        (Path(tmp) / "base.json").write_text(json.dumps(dict(
+        model = Path(tmp) / "model"
+        parents = [delta_file(mv, Path(tmp) / "chain") for mv in (chain(name, came_from["version"]) if came_from["version"] else [])]
+        served.save(model, adapter, ws.curated(request_id)[2], base_source(ws, came_from["base_model"]),
+                    [*parents, delta_path], dict(name=name, weights_sha256=digest))
+        shutil.copy2(delta_path, model / "delta.safetensors")
+        (model / "base.json").write_text(json.dumps(dict(
             model=request["model"], **came_from, base_sha256=delta.base_sha256, edited_sha256=delta.edited_sha256,
             components=delta.meta.get("components", []), request=request_id), indent=2))
-        mlflow.log_artifacts(tmp, "model")
+        mlflow.log_artifacts(str(model), "model")
     client = MlflowClient()
-    name = came_from["registered_model"]
     try:
         client.create_registered_model(name, description=f"RAZOR edits of {came_from['base_model']} (each: parent + delta)")
     except mlflow.exceptions.MlflowException:
         pass  # it exists
     version = client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id, tags={
         "razor.request": request_id, "razor.base_model": came_from["base_model"],
-        "razor.parent_version": came_from["version"], "razor.weights_sha256": weights_sha256(adapter.model),
+        "razor.parent_version": came_from["version"], "razor.weights_sha256": digest,
         "razor.delta_sha256": hashlib.sha256(delta_path.read_bytes()).hexdigest(),
         "razor.concept": request["concept_key"], "razor.method": request["method"]})
     return name, str(version.version)

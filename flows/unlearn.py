@@ -37,6 +37,12 @@ class StageFailed(RuntimeError):
     """A stage failed for another reason (retried)."""
 
 
+# what `dvc repro` tells a person at its prompt (stage the lock file, push to a remote): the flow records and versions
+# the results itself, so these lines are left out of its logs
+DVC_HINTS = ("To track the changes with git", "git add ", "To enable auto staging", "dvc config core.autostage",
+             "Use `dvc push`")
+
+
 def _transient(task, task_run, state) -> bool:
     try:
         state.result()
@@ -65,7 +71,7 @@ def run_stage(root: str, stage: str, request_id: str) -> bool:
         try:
             for line in proc.stdout:
                 lines.append(line.rstrip())
-                if lines[-1].strip():
+                if lines[-1].strip() and not lines[-1].strip().startswith(DVC_HINTS):
                     logger.info(lines[-1])
             proc.wait()
         except BaseException:  # interrupted: stop the stage and what it started, leave no temporary behind

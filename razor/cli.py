@@ -472,6 +472,29 @@ def rollback(model, version, workspace):
     click.echo(f"{model} production: v{before} → v{version} (weights sha256 {digest[:16]}…, as registered)")
 
 
+@main.group()
+def model():
+    """Registered models and their versions."""
+
+
+@model.command("export")
+@click.argument("model_at_version", metavar="MODEL[@VERSION]")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="the folder to write the model to")
+@WORKSPACE
+@friendly
+def export(model_at_version, out, workspace):
+    """Write a version (default: production) as a full model folder that its library's `from_pretrained` reads."""
+    from pathlib import Path
+
+    from flows import registry
+    from flows.audit import resolve
+
+    ws = open_workspace(workspace)
+    name, version = resolve(model_at_version)
+    folder = registry.export(ws, name, version, Path(out).resolve())
+    click.echo(f"{name} v{version} → {folder} (weights sha256 {registry.chain(name, version)[-1].tags['razor.weights_sha256'][:16]}…)")
+
+
 @main.command()
 @click.argument("model_at_version", metavar="MODEL[@VERSION]")
 @WORKSPACE

@@ -323,20 +323,37 @@ def load_images(manifest: Manifest, size: int, mean, std) -> "np.ndarray":
     out = np.empty((len(manifest), 3, size, size), np.float32)
     for i, row in enumerate(manifest.rows):
         file = "embedded image" if row.get("image") is not None else manifest.resolve(row)
+        name = f"item {row['item_id']!r}: {file}"
         try:
-            with warnings.catch_warnings(), Image.open(io.BytesIO(manifest.image_bytes(row))) as im:
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused by size below
-                check_pixels(im, f"item {row['item_id']!r}: {file}")
-                im = im.convert("RGB")
-                w, h = im.size
-                s = size / min(w, h)
-                im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
-                left, top = (im.width - size) // 2, (im.height - size) // 2
-                arr = np.asarray(im.crop((left, top, left + size, top + size)), np.float32) / 255.0
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
-            raise DataError(f"item {row['item_id']!r}: {file} is not a readable image ({e}); remove or replace it") from e
-        out[i] = ((arr - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).transpose(2, 0, 1)
+            data = manifest.image_bytes(row)
+        except OSError as e:
+            raise DataError(f"{name} is not a readable image ({e}); remove or replace it") from e
+        out[i] = pixels(data, size, mean, std, name)
     return out
+
+
+def pixels(data: bytes, size: int, mean, std, name: str) -> "np.ndarray":
+    """One encoded image resized (shortest edge), centre-cropped and normalised: 3×S×S; `name` says
+    which image in the error an unreadable one gets."""
+    try:
+        with warnings.catch_warnings(), Image.open(io.BytesIO(data)) as im:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused by size below
+            check_pixels(im, name)
+            im = im.convert("RGB")
+            w, h = im.size
+            s = size / min(w, h)
+            im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
+            left, top = (im.width - size) // 2, (im.height - size) // 2
+            arr = np.asarray(im.crop((left, top, left + size, top + size)), np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+        raise DataError(f"{name} is not a readable image ({e}); remove or replace it") from e
+    return ((arr - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).transpose(2, 0, 1)
+
+
+def decode(images, preprocess: dict) -> "np.ndarray":
+    """Encoded images (bytes each) as a model's `preprocess` wants them: N×3×S×S."""
+    size, mean, std = preprocess["size"], preprocess["mean"], preprocess["std"]
+    return np.stack([pixels(data, size, mean, std, f"image {i}") for i, data in enumerate(images)])
 
 
 def concept_parts(concept: str, labels: dict[str, list[str]]) -> list[tuple[str, str]]:

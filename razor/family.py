@@ -53,4 +53,8 @@ class Family:
     figure = _part("figure", "(task, {name: predictions}, path) → its own before/after figure, or None", optional=True)
     attacks = _part("attacks", "{name: attack(task, AttackParams) → [(budget, ASR), …]}: what tries to bring a "
                     "forgotten concept back (razor.attack)", optional=True)
+    serving = _part("serving", "(adapter, curated sets) → (config, input example): what a registered version answers "
+                    "in and an example of its input (razor.served)")
+    serve = _part("serve", "(adapter, DataFrame, config) → DataFrame: the model's answers in its family's terms "
+                  "(a registered version's MLflow pyfunc `predict`)")
     judge = _part("judge", "task → who labels its outputs where that is not the model itself, or None", optional=True)

@@ -6,15 +6,22 @@ with the guard, passes, and the production model has forgotten all three concept
 import json
 import shutil
 import tempfile
+from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 from click.testing import CliRunner
+from transformers import CLIPModel
 
 from flows import queue, registry
 from flows.gate import sets
 from flows.intake import intake
 from razor.cli import main
+from razor.data import read_manifest
+from razor.errors import RazorError
+from razor.families import load_model
+from razor.families.clip.serve import serve
 from razor.families.clip.metrics import forget_and_utility
 from razor.families.clip.task import ClipTask as Task
 from stages.workspace import Workspace
@@ -165,3 +172,34 @@ def test_an_edit_an_attack_brings_back_is_refused_by_the_gate(ws, sequence, tmp_
     gate = mlflow.artifacts.load_dict(f"runs:/{entry['mlflow_run_id']}/gate.json")
     (row,) = [r for r in gate["checks"] if r["check"] == "attack"]
     assert row["attack"] == "relearn_kshot" and row["value"] > row["limit"] == 0.5 and not row["passed"]
+
+
+def test_a_version_loads_with_mlflow_alone_answers_zero_shot_and_exports_as_a_model_folder(ws, sequence, tmp_path,
+                                                                                            demo_manifest):
+    """`models:/clip-demo@production` (v4: three deltas on the base) is an MLflow pyfunc model rebuilt bit-identical to
+    its registered weights (a copy with a changed delta refuses to load); on held-out images of the three concepts it forgot, its top-1 answers name them at most as
+    often as the gate allows, where the base model names them; `razor model export` writes a folder that transformers'
+    own `from_pretrained` reads, and never over a folder razor did not write."""
+    version = registry.production(MODEL)
+    expected = registry.chain(MODEL, version)[-1].tags["razor.weights_sha256"]
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@production")
+    assert registry.weights_sha256(model.unwrap_python_model().adapter.model) == expected
+    assert [c.name for c in model.metadata.get_input_schema().inputs] == ["image"]
+    copy = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL}/{version}", dst_path=str(tmp_path / "copy")))
+    with one_byte_changed(copy / "artifacts" / "delta1.safetensors"), pytest.raises(RazorError):
+        mlflow.pyfunc.load_model(str(copy))  # a changed delta never loads as the version
+    world = read_manifest(demo_manifest, verify=False)
+    base, config = load_model("demo"), model.model_config
+    for concept in ("objects:star", "identities:hana", "styles:striped"):
+        axis, label = concept.split(":")
+        frame = pd.DataFrame({"image": [world.image_bytes(r) for r in world.rows if r[axis] == label and r["split"] == "test"]})
+        named = (model.predict(frame)[axis] == label).mean()
+        assert named <= 0.10 and (serve(base, frame, config)[axis] == label).mean() >= 0.7, (concept, named)
+    out = cli(ws, "model", "export", f"{MODEL}@{version}", "--out", str(tmp_path / "exported"))
+    assert out.exit_code == 0, out.output
+    assert registry.weights_sha256(CLIPModel.from_pretrained(tmp_path / "exported")) == expected
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    out = cli(ws, "model", "export", MODEL, "--out", str(tmp_path / "mine"))
+    assert out.exit_code != 0 and "was not written by razor" in out.output, out.output
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]

@@ -4,11 +4,14 @@ family's layout that loads back bit-identical to its registered weights; rollbac
 the audit work as for CLIP. The requests are the committed demo requests, so each must also meet
 its family's bar through every stage."""
 
+import io
 import json
 
 import mlflow
+import pandas as pd
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from flows import queue, registry
 from flows.intake import intake
@@ -102,6 +105,22 @@ def test_a_materialised_version_is_a_model_folder_of_its_family_with_the_registe
         adapter = load_model(str(folder))
         assert adapter.family == name.split("-")[0]
         assert registry.weights_sha256(adapter.model) == registry.chain(name, version)[-1].tags["razor.weights_sha256"]
+
+
+def test_a_version_loads_with_mlflow_alone_and_answers_in_its_familys_terms(chain):
+    """v2 as an MLflow pyfunc model: rebuilt from its base and both deltas bit-identical to its registered weights;
+    SD draws a PNG image per prompt and seed (the same seed, the same image), the VLM answers each image's question."""
+    ws, name, _ = chain
+    model = mlflow.pyfunc.load_model(f"models:/{name}/2")
+    assert registry.weights_sha256(model.unwrap_python_model().adapter.model) == registry.chain(name, "2")[-1].tags["razor.weights_sha256"]
+    if name == "sd-demo-sd":
+        out = model.predict(pd.DataFrame({"prompt": ["a noisy star", "a dotted circle", "a noisy star"], "seed": [0, 1, 0]}))
+        images = [Image.open(io.BytesIO(b)) for b in out["image"]]
+        assert all(im.format == "PNG" and im.size[0] > 0 for im in images) and out["image"][0] == out["image"][2]
+    else:
+        example = model.input_example
+        out = model.predict(example)
+        assert list(out.columns) == ["answer"] and len(out) == len(example) and all(isinstance(a, str) for a in out["answer"])
 
 
 def test_rollback_to_v1_is_bit_exact(chain):

@@ -62,7 +62,8 @@ def test_first_run_forgets_and_records_everything(ws, first):
 
     c = client(ws)
     parent = c.get_run(report["mlflow_run_id"])
-    assert parent.data.tags["razor.request"] == REQUEST and parent.data.tags["git.commit"] != "unknown"
+    assert parent.data.tags["razor.request"] == REQUEST and parent.data.tags["git.commit"] == subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ws, capture_output=True, text=True).stdout.strip()  # its own dvc.lock: not -dirty
     assert any(k.startswith("dvc.curate.") for k in parent.data.tags)
     children = c.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert sorted(r.info.run_name for r in children) == sorted(STAGES)
@@ -140,7 +141,7 @@ def test_metrics_and_plots_show(ws, first, tmp_path):
     assert (tmp_path / "plots" / "index.html").is_file()
 
 
-def test_changing_rho_reruns_only_edit_and_evaluate(ws, first):
+def test_changing_rho_reruns_only_edit_and_evaluate(ws, first, caplog):
     params = ws / "params.yaml"
     text = params.read_text()
     try:
@@ -152,6 +153,10 @@ def test_changing_rho_reruns_only_edit_and_evaluate(ws, first):
         edit = c.search_runs([c.get_run(run_id).info.experiment_id],
                              f"tags.mlflow.parentRunId = '{run_id}' and tags.`razor.stage` = 'edit'")[0]
         assert float(edit.data.params["rho"]) == 0.5 and edit.data.tags["dvc.skipped"] == "false"
+        assert edit.data.tags["dvc.edit.edit.py"] and not [k for k in edit.data.tags if k.startswith("dvc.dvc.")]
+        logged = [r.getMessage() for r in caplog.records]
+        assert any("Running stage 'edit@" in m for m in logged)
+        assert not [m for m in logged if "git add" in m or "dvc push" in m or "autostage" in m]  # DVC's hints: not ours to give
     finally:
         params.write_text(text)
     assert unlearn(f"data/requests/{REQUEST}.yaml", str(ws))["stages_run"] == ["edit", "evaluate", "attack"]

@@ -6,6 +6,7 @@ from razor.families.clip.cache import FrozenCache as cache
 from razor.families.clip.metrics import evaluate, forget_and_utility, keys
 from razor.families.clip.probe import ClipProbe as probe
 from razor.families.clip.task import ClipTask as task
+from razor.families.clip.serve import serve, serving
 from razor.models import save_pretrained as save
 
-__all__ = ["load", "save", "task", "probe", "cache", "evaluate", "keys", "forget_and_utility", "attacks"]
+__all__ = ["load", "save", "task", "probe", "cache", "evaluate", "keys", "forget_and_utility", "attacks", "serving", "serve"]

@@ -6,6 +6,7 @@ from razor.families.sd.adapter import save_sd as save
 from razor.families.sd.metrics import evaluate, figure, forget_and_utility, keys
 from razor.families.sd.probe import SdProbe as probe
 from razor.families.sd.task import SdTask as task
+from razor.families.sd.serve import serve, serving
 from razor.output_cache import OutputCache as cache
 
 
@@ -14,4 +15,4 @@ def judge(t) -> str:
     return t.judge.judge
 
 
-__all__ = ["load", "save", "task", "probe", "cache", "evaluate", "keys", "forget_and_utility", "figure", "judge", "attacks"]
+__all__ = ["load", "save", "task", "probe", "cache", "evaluate", "keys", "forget_and_utility", "figure", "judge", "attacks", "serving", "serve"]
