@@ -312,10 +312,14 @@ WORKSPACE = click.option("--workspace", default=".", show_default=True, type=cli
 
 
 def prefect_defaults():
-    """No analytics, and time for the ephemeral Prefect server's first start (on a fresh clone it
-    took longer than Prefect's 20 s default)."""
+    """No analytics, time for the ephemeral Prefect server's first start (on a fresh clone it took
+    longer than Prefect's 20 s default), and MLflow's and the hub's progress bars only on a terminal
+    (in a log each refresh would be a line)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    if not sys.stderr.isatty():
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 class _OwnSession:
