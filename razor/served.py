@@ -37,7 +37,7 @@ class Version(mlflow.pyfunc.PythonModel):
                              f"run `razor audit {config['name']}@VERSION` to find the changed artifact")
         self.answer = of(self.adapter).serve
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         return self.answer(self.adapter, pd.DataFrame(model_input), context.model_config)
 
 
