@@ -13,7 +13,7 @@ import yaml
 from prefect import flow, get_run_logger
 from prefect.exceptions import CancelledRun
 
-from flows import gate, lineage, queue, registry
+from flows import gate, lineage, queue, registry, results
 from flows.unlearn import StageRefused, unlearn
 from razor.config import GateParams
 from razor.errors import RazorError
@@ -51,8 +51,9 @@ def process(ws: Workspace, request_id: str) -> dict:
         with mlflow.start_run(run_id=result["report"]["mlflow_run_id"]):
             mlflow.log_dict(dict(passed=passed, checks=rows), "gate.json")
         common = dict(registered_model=name, model_version=version, mlflow_run_id=result["report"]["mlflow_run_id"])
+        why = gate.reason(rows)
+        results.verdict(request_id, passed, rows, name, version, common["mlflow_run_id"], why)
         if not passed:
-            why = gate.reason(rows)
             logger.warning(f"{request_id} refused promotion: {why}")
             return queue.set_state(ws, request_id, "refused", f"gate: {why}", **common)
         previous = registry.production(name)

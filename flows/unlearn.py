@@ -22,7 +22,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Cancelled
 
-from flows import lineage, registry
+from flows import lineage, registry, results
 from razor.errors import RazorError
 from razor.io import atomic_path
 from razor.request import RequestError, load_request
@@ -179,5 +179,6 @@ def unlearn(request: str, workspace: str = ".") -> dict:
     run_id, name, version = record(str(ws.root), request_id, ran)
     report = json.loads((ws.stage_dir(request_id, "attack") / "report.json").read_text())
     report.pop("lineage", None)
+    results.metrics(request_id, report, run_id, name, version)
     return dict(request=request_id, stages_run=[s for s in STAGES if ran[s]], registered_model=name,
                 report=dict(report, mlflow_run_id=run_id, model_version=version))

@@ -12,6 +12,7 @@ import mlflow
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from prefect.artifacts import Artifact
 from transformers import CLIPModel
 
 from flows import queue, registry
@@ -99,6 +100,8 @@ def test_an_edit_that_brings_a_concept_back_is_refused(ws, sequence):
     assert entry["state"] == "refused" and "recognised again" in entry["reason"], entry
     assert "identities:hana" in entry["reason"] or "objects:star" in entry["reason"]
     assert registry.chain(MODEL, "3")[-1].tags["razor.gate"] == "refused"
+    shown = Artifact.get("razor-gate-striped-unguarded").data  # the verdict in the Prefect UI, check by check
+    assert "v3: gate refused" in shown and "recognised again" in shown and "| **no** |" in shown, shown
     # production stayed at v2: the next request edited v2, not the refused v3
     assert registry.chain(MODEL, "4")[-1].tags["razor.parent_version"] == "2"
 

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from mlflow import MlflowClient
+from prefect.artifacts import Artifact
 
 from flows.unlearn import StageRefused, unlearn
 from razor.cli import main
@@ -58,6 +59,9 @@ def test_first_run_forgets_and_records_everything(ws, first):
     assert before["fa1"] >= 0.9 and after["fa1"] <= 0.10 and after["fa1_q4"] <= 0.15
     assert before["utility"] - after["utility"] <= 0.03 and after["stability"] >= 0.9
     assert 1 <= len(report["components"]) <= 12
+    shown = Artifact.get(f"razor-{REQUEST}")  # the Prefect UI's result: the before/after table
+    table = {row["metric"]: row for row in json.loads(shown.data)}
+    assert shown.type == "table" and table["fa1"]["after"] == round(after["fa1"], 4) and report["mlflow_run_id"] in shown.description
     assert {f"{s}@{REQUEST}" for s in STAGES} <= set(lock(ws))
 
     c = client(ws)
