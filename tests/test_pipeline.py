@@ -67,7 +67,7 @@ def test_first_run_forgets_and_records_everything(ws, first):
     c = client(ws)
     parent = c.get_run(report["mlflow_run_id"])
     assert parent.data.tags["razor.request"] == REQUEST and parent.data.tags["git.commit"] == subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=ws, capture_output=True, text=True).stdout.strip()  # its own dvc.lock: not -dirty
+        ["git", "rev-parse", "HEAD"], cwd=ws, capture_output=True, text=True).stdout.strip()  # the commit (-dirty rules: tests/test_lineage.py)
     assert any(k.startswith("dvc.curate.") for k in parent.data.tags)
     children = c.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert sorted(r.info.run_name for r in children) == sorted(STAGES)
