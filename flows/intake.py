@@ -13,7 +13,7 @@ import yaml
 from prefect import flow, get_run_logger
 from prefect.exceptions import CancelledRun
 
-from flows import gate, lineage, queue, registry, results
+from flows import approval, gate, lineage, queue, registry, results
 from flows.unlearn import StageRefused, unlearn
 from razor.config import GateParams
 from razor.errors import RazorError
@@ -35,13 +35,18 @@ def admitted(ws: Workspace, request_id: str) -> Path:
     return path
 
 
-def process(ws: Workspace, request_id: str) -> dict:
-    """One queued request: unlearn, gate, promote or refuse; returns its final queue entry."""
+def process(ws: Workspace, request_id: str) -> dict | None:
+    """One queued request: unlearn, gate, (with gate.approval: required) wait for an approver, promote or
+    refuse; returns its final queue entry, or None if another intake took it first."""
     logger = get_run_logger()
-    queue.start(ws, request_id)
+    if not queue.take(ws, request_id):
+        logger.info(f"{request_id}: another intake took it")
+        return None
     try:
         bounds = GateParams(**ws.params("gate"))
         gate.check_bounds(ws, queue.submitted(ws, request_id).model, bounds)  # a bound it cannot meet: before any work
+        if bounds.approval == "required":
+            approval.check_server("params.yaml gate.approval: required")
         lineage.experiment(ws)
         result = unlearn(str(admitted(ws, request_id)), str(ws.root))
         name, version = result["registered_model"], result["report"]["model_version"]
@@ -52,10 +57,18 @@ def process(ws: Workspace, request_id: str) -> dict:
             mlflow.log_dict(dict(passed=passed, checks=rows), "gate.json")
         common = dict(registered_model=name, model_version=version, mlflow_run_id=result["report"]["mlflow_run_id"])
         why = gate.reason(rows)
-        results.verdict(request_id, passed, rows, name, version, common["mlflow_run_id"], why)
+        results.verdict(request_id, passed, rows, name, version, common["mlflow_run_id"], why, bounds.approval == "required")
         if not passed:
             logger.warning(f"{request_id} refused promotion: {why}")
             return queue.set_state(ws, request_id, "refused", f"gate: {why}", **common)
+        if bounds.approval == "required":
+            answer = approval.ask(ws, request_id, name, version, bounds.approval_timeout)
+            approval.record(name, version, common["mlflow_run_id"], answer)
+            if not answer.approve:
+                logger.warning(f"{request_id}: {answer.approver} rejected {name} v{version}")
+                return queue.set_state(ws, request_id, "refused", f"rejected by {answer.approver}"
+                                       + (f": {answer.reason}" if answer.reason else ""), **common)
+            logger.info(f"{request_id}: {answer.approver} approved {name} v{version}")
         previous = registry.production(name)
         registry.promote(name, version)
         logger.info(f"{name} production: v{previous or '(base)'} → v{version}")
@@ -77,4 +90,5 @@ def intake(workspace: str = ".") -> list[dict]:
     ws = Workspace(Path(workspace).resolve())
     for request_id in queue.reap(ws):
         get_run_logger().warning(f"{request_id}: its earlier run ended unfinished; marked failed")
-    return [process(ws, e["id"]) for e in queue.entries(ws) if e["state"] == "queued"]
+    done = [process(ws, e["id"]) for e in queue.entries(ws) if e["state"] == "queued"]
+    return [e for e in done if e is not None]

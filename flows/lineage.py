@@ -92,7 +92,8 @@ def lock_digest(entries: dict) -> str:
     return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
 
 
-WRITTEN = ("dvc.lock", "params.yaml")  # tracked files the pipeline itself writes (stage records, the request list)
+WRITTEN = ("dvc.lock", "params.yaml", "results")  # tracked files the pipeline itself writes (stage records, the request
+# list, the metrics and plots DVC compares)
 
 
 def git_commit(ws: Workspace) -> str:
@@ -159,14 +160,14 @@ def log_stage(ws: Workspace, request_id: str, stage: str, ran: bool, entry: dict
 
 
 def flat_metrics(ws: Workspace, request_id: str) -> dict:
-    m = json.loads((ws.run_dir(request_id) / "metrics.json").read_text())
+    m = json.loads((ws.results_dir(request_id) / "metrics.json").read_text())
     out = {f"{when}_{k}": v for when in ("before", "after") for k, v in m[when].items()}
     return out | {k: m[k] for k in ("seconds", "peak_mb", "delta_bytes")}
 
 
 def attack_metrics(ws: Workspace, request_id: str) -> dict:
     """The attack stage's ASRs as `attack_<name>_asr`, `…_base_asr`, `…_oracle_asr`."""
-    asr = json.loads((ws.run_dir(request_id) / "attacks.json").read_text())
+    asr = json.loads((ws.results_dir(request_id) / "attacks.json").read_text())
     return {f"attack_{n}_{k}": v for n, a in asr.items() for k, v in a.items()}
 
 

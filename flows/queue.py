@@ -97,9 +97,13 @@ def set_state(ws: Workspace, request_id: str, state: str, reason: str = "", **ex
     return entry
 
 
-def start(ws: Workspace, request_id: str) -> dict:
-    """Mark a request running by this process."""
-    return set_state(ws, request_id, "running", pid=os.getpid(), host=socket.gethostname())
+def take(ws: Workspace, request_id: str) -> bool:
+    """Mark a queued request running by this process; False if another intake took it first."""
+    with ws.lock("queue"):
+        if json.loads((folder(ws) / f"{request_id}.json").read_text())["state"] != "queued":
+            return False
+        set_state(ws, request_id, "running", pid=os.getpid(), host=socket.gethostname())
+        return True
 
 
 def reap(ws: Workspace) -> list[str]:

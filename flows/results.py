@@ -24,9 +24,11 @@ def metrics(request_id: str, report: dict, run_id: str, name: str, version: str)
         f"(MLflow run `{run_id}`; the full report: its artifact `report.html`)"))
 
 
-def verdict(request_id: str, passed: bool, rows: list[dict], name: str, version: str, run_id: str, why: str) -> None:
-    """The gate's answer for the new version and every check it made."""
-    lines = [f"## {name} v{version}: gate {'passed, promoted' if passed else 'refused'}", "",
+def verdict(request_id: str, passed: bool, rows: list[dict], name: str, version: str, run_id: str, why: str,
+            approval: bool = False) -> None:
+    """The gate's answer for the new version and every check it made (`approval`: an approver has the last word)."""
+    then = "passed, awaiting an approver (razor approve)" if approval else "passed, promoted"
+    lines = [f"## {name} v{version}: gate {then if passed else 'refused'}", "",
              f"Request **{request_id}**, MLflow run `{run_id}`." + ("" if passed else f" Refused: {why}."), "",
              "| check | request | concept / attack | value | limit | passed |", "|---|---|---|---|---|---|"]
     for r in rows:

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import mlflow
@@ -37,6 +38,10 @@ class StageFailed(RuntimeError):
     """A stage failed for another reason (retried)."""
 
 
+class StageTimedOut(RazorError):
+    """A stage ran past params.yaml flow.stage_timeout and was stopped (not retried: it would again)."""
+
+
 # what `dvc repro` tells a person at its prompt (stage the lock file, push to a remote): the flow records and versions
 # the results itself, so these lines are left out of its logs
 DVC_HINTS = ("To track the changes with git", "git add ", "To enable auto staging", "dvc config core.autostage",
@@ -46,7 +51,7 @@ DVC_HINTS = ("To track the changes with git", "git add ", "To enable auto stagin
 def _transient(task, task_run, state) -> bool:
     try:
         state.result()
-    except StageRefused:
+    except (StageRefused, StageTimedOut):
         return False
     except Exception:  # noqa: BLE001 — any other failure may be transient
         return True
@@ -62,12 +67,16 @@ def run_stage(root: str, stage: str, request_id: str) -> bool:
                DVC_NO_ANALYTICS="1", HF_HUB_DISABLE_PROGRESS_BARS="1", TRANSFORMERS_VERBOSITY="error")
     lines = []
     ws = Workspace(Path(root))
+    limit = ws.flow_params().stage_timeout
     with ws.lock():
         ws.clear_stale(request_id, stage)
         # a session of its own: a Ctrl-C at the terminal reaches this flow, which stops the stage itself
         proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", f"{stage}@{request_id}"],
                                 cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                 start_new_session=True)
+        fired = threading.Event()
+        timer = threading.Timer(limit, lambda: (fired.set(), stop(proc)))
+        timer.start()
         try:
             for line in proc.stdout:
                 lines.append(line.rstrip())
@@ -78,6 +87,12 @@ def run_stage(root: str, stage: str, request_id: str) -> bool:
             stop(proc)
             ws.clear_stale(request_id, stage)
             raise
+        finally:
+            timer.cancel()
+        if fired.is_set() and proc.returncode != 0:
+            ws.clear_stale(request_id, stage)
+            raise StageTimedOut(f"stage {stage}@{request_id} ran past params.yaml flow.stage_timeout ({limit:g} s) and "
+                                "was stopped, its output left unwritten; raise the timeout or find what hung")
     if proc.returncode != 0:
         refused = [x for x in lines if x.startswith("error: ")]
         if refused:

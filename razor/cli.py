@@ -449,16 +449,40 @@ def intake(workspace):
 @WORKSPACE
 @click.option("--interval", type=int, help="seconds between intake runs")
 @click.option("--cron", help="a cron schedule instead, e.g. '0 * * * *'")
+@click.option("--start-server", is_flag=True, help="start a local Prefect server for this serve (stopped with it) "
+              "instead of using PREFECT_API_URL's")
+@click.option("--port", type=int, default=4200, show_default=True, help="the local server's port (--start-server)")
 @friendly
-def serve(workspace, interval, cron):
-    """Serve the intake flow as a Prefect deployment on a schedule (runs until stopped)."""
-    from flows.intake import intake as flow
+def serve(workspace, interval, cron, start_server, port):
+    """Serve the intake flow as a Prefect deployment on a schedule, one intake at a time (runs until stopped)."""
+    from flows import schedule
 
     if (interval is None) == (cron is None):
         raise RazorError("give exactly one of --interval SECONDS or --cron 'EXPR'")
     ws = open_workspace(workspace)
+    if start_server:
+        schedule.serve_with_server(ws, port, interval, cron)
+        return
     check_prefect()
-    flow.serve(name="razor-intake", parameters={"workspace": str(ws.root)}, interval=interval, cron=cron)
+    schedule.serve(ws, interval, cron)
+
+
+@main.command()
+@click.argument("request_id")
+@click.option("--by", "approver", required=True, help="who answers (recorded in MLflow)")
+@click.option("--reject", is_flag=True, help="refuse the version instead of promoting it")
+@click.option("--reason", default="", help="why (recorded in MLflow)")
+@WORKSPACE
+@friendly
+def approve(request_id, approver, reject, reason, workspace):
+    """Answer an intake waiting for approval (params.yaml gate.approval: required): promote or --reject."""
+    from flows import approval
+
+    ws = open_workspace(workspace)
+    check_prefect()
+    approval.answer(ws, request_id, not reject, approver, reason)
+    click.echo(f"{request_id}: {'rejected' if reject else 'approved'} by {approver}; the intake goes on "
+               "(`razor request list` shows the outcome)")
 
 
 @main.command()

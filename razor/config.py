@@ -196,6 +196,15 @@ class AttackStageParams(AttackParams):
 Ratio = Annotated[float, Field(ge=0, le=1)]
 
 
+class FlowParams(Params):
+    """How the Prefect flows run the stages (params.yaml `flow`; no stage reads it, so none reruns for it)."""
+
+    stage_timeout: float = Field(7200, gt=0, description="seconds one stage may run; then it is stopped, its output "
+                                                          "left unwritten, and the flow fails naming it")
+    lock_timeout: float = Field(3600, ge=0, description="seconds a flow waits for a workspace lock; then it fails "
+                                                        "naming the holder ($RAZOR_LOCK_TIMEOUT overrides)")
+
+
 class GateParams(Params):
     """The regression gate before promotion (governance): every request on the chain still forgotten,
     utility within tolerance of the root model's."""
@@ -206,3 +215,6 @@ class GateParams(Params):
                                          "new version) allowed")
     attack_margin: dict[str, Ratio] = Field({}, description="attack name → how far the ASR may lie above the retrain "
                                             "oracle's under the same attack")
+    approval: Literal["none", "required"] = Field("none", description="required: after the gate passes, the intake "
+                                                  "waits for an approver's answer before promoting (flows/approval.py)")
+    approval_timeout: int = Field(86400, ge=1, description="seconds to wait for the answer; none in time: not promoted")

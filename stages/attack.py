@@ -45,7 +45,7 @@ def run(ws: Workspace, request_id: str) -> None:
         write_json(out / "report.json", dict(report, lineage=lineage))
         write_html(report, {k: ws.plot(request_id, v) for k, v in {**PLOTS, "attacks": "attacks.png"}.items()},
                    out / "report.html", lineage)
-    write_json(ws.run_dir(request_id) / "attacks.json", metrics(attacks))
+    write_json(ws.results_dir(request_id) / "attacks.json", metrics(attacks))
 
 
 def metrics(attacks: dict) -> dict:

@@ -50,7 +50,7 @@ def run(ws: Workspace, request_id: str) -> None:
         if result.rounds:
             pq.write_table(pa.Table.from_pylist(result.rounds), out / "rounds.parquet")
     rounds = [dict(step=i, **{k: r[k] for k in ("fa_val", "retain_val") if k in r}) for i, r in enumerate(result.rounds)]
-    write_json(ws.run_dir(request_id) / "rounds.json", rounds)
+    write_json(ws.results_dir(request_id) / "rounds.json", rounds)
     expansion_trace(result.rounds, ws.plot(request_id, "expansion_trace.png"))
 
 

@@ -38,7 +38,7 @@ def run(ws: Workspace, request_id: str) -> None:
     with ws.output(request_id, "evaluate", dict(params=p.model_dump(mode="json"))) as out:
         write_json(out / "report.json", dict(report, lineage=lineage))
         write_html(report, {k: ws.plot(request_id, v) for k, v in PLOTS.items()}, out / "report.html", lineage)
-    write_json(ws.run_dir(request_id) / "metrics.json", metrics)
+    write_json(ws.results_dir(request_id) / "metrics.json", metrics)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from razor import yamlfile
+from razor.config import FlowParams
 from razor.cost import measure
 from razor.curate import Curated
 from razor.errors import RazorError
@@ -88,6 +89,10 @@ class Workspace:
         values = {k: v for k, v in self.params(section).items() if k not in pipeline_only}
         return cls(**{**values, **{k: v for k, v in req["params"].items() if k in cls.model_fields}})
 
+    def flow_params(self) -> FlowParams:
+        """params.yaml's `flow` section (stage and lock timeouts; the defaults without a params.yaml)."""
+        return FlowParams(**self.params("flow")) if (self.root / "params.yaml").is_file() else FlowParams()
+
     def request_file(self, request_id: str) -> Path:
         return self.data / "requests" / f"{request_id}.yaml"
 
@@ -109,8 +114,12 @@ class Workspace:
             raise RazorError(f"stage {stage} has no result for request {request_id}; run `dvc repro {stage}@{request_id}`")
         return json.loads(path.read_text())
 
+    def results_dir(self, request_id: str) -> Path:
+        """What DVC compares across commits and experiments (metrics, plots): results/<id>/, kept in git."""
+        return self.root / "results" / request_id
+
     def plot(self, request_id: str, name: str) -> Path:
-        return self.run_dir(request_id) / "plots" / name
+        return self.results_dir(request_id) / "plots" / name
 
     def task(self, request_id: str):
         """The curated sets loaded for the request's model: (request.json, Task); torch seeded first."""
@@ -143,14 +152,15 @@ class Workspace:
     def lock(self, what: str = "workspace", timeout: float | None = None):
         """Exclusive use of the workspace's DVC repo and params.yaml (flows running side by side wait);
         `store`: of creating the MLflow store; `queue`: of the request queue. Waits at most `timeout`
-        seconds (default $RAZOR_LOCK_TIMEOUT, 3600), then names the holder. The lock (an `flock`) goes
-        with the process that holds it, however it ends."""
+        seconds (default $RAZOR_LOCK_TIMEOUT, else params.yaml flow.lock_timeout), then names the holder.
+        The lock (an `flock`) goes with the process that holds it, however it ends."""
         path = self.root / ".dvc" / "tmp" / f"razor-{what}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
-        wait = float(os.environ.get("RAZOR_LOCK_TIMEOUT", "3600")) if timeout is None else timeout
+        if timeout is None:
+            timeout = float(os.environ.get("RAZOR_LOCK_TIMEOUT") or self.flow_params().lock_timeout)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            deadline = time.monotonic() + wait
+            deadline = time.monotonic() + timeout
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -158,7 +168,7 @@ class Workspace:
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
                         holder = os.pread(fd, 500, 0).decode(errors="replace").strip() or "another process"
-                        raise LockTimeout(f"the {what} lock ({path}) is still held after {wait:.0f} s, by {holder}; "
+                        raise LockTimeout(f"the {what} lock ({path}) is still held after {timeout:.0f} s, by {holder}; "
                                           "wait for it to finish, or stop that process if it hung (the lock goes "
                                           "with it) — nothing was changed") from None
                     time.sleep(0.1)

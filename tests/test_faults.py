@@ -16,7 +16,7 @@ from flows import lineage
 from razor.io import atomic_path
 from stages import curate
 from stages.workspace import LockTimeout, Workspace
-from tests.workspace import ROOT, dvc_env, make_workspace
+from tests.workspace import ROOT, changed_params, dvc_env, make_workspace
 
 REQUEST = "demo-object-star"
 
@@ -91,6 +91,31 @@ def test_a_lock_held_too_long_is_refused_naming_its_holder(tmp_path):
         holder.wait()
     with Workspace(tmp_path).lock("queue", timeout=5):
         pass
+
+
+def test_a_lock_waits_as_long_as_params_yaml_says(tmp_path, monkeypatch):
+    monkeypatch.delenv("RAZOR_LOCK_TIMEOUT", raising=False)
+    (tmp_path / "params.yaml").write_text("flow:\n  lock_timeout: 1\n")
+    holder = lock_holder(tmp_path)
+    try:
+        with pytest.raises(LockTimeout, match=rf"still held after 1 s, by pid {holder.pid} "):
+            with Workspace(tmp_path).lock():
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.stack
+def test_a_stage_past_its_timeout_is_stopped_not_retried_and_leaves_nothing(tmp_path, prefect_server, caplog):
+    from flows.unlearn import StageTimedOut, unlearn
+
+    ws = make_workspace(tmp_path / "ws", params=changed_params({"stage_timeout: 7200": "stage_timeout: 0.5"}),
+                        requests=False)
+    with pytest.raises(StageTimedOut, match=rf"curate@{REQUEST} ran past params.yaml flow.stage_timeout \(0.5 s\)"):
+        unlearn(str(ROOT / "data/requests" / f"{REQUEST}.yaml"), str(ws))
+    assert not (ws / "data/runs" / REQUEST / "curate").exists() and not list((ws / "data/runs").glob(f"{REQUEST}/.curate.*"))
+    assert not [r for r in caplog.records if "Retry" in r.getMessage()]
 
 
 @pytest.mark.stack

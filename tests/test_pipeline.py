@@ -5,6 +5,7 @@ request, a stage killed at a random point and a refused request."""
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -72,7 +73,7 @@ def test_first_run_forgets_and_records_everything(ws, first):
     children = c.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert sorted(r.info.run_name for r in children) == sorted(STAGES)
     edit = next(r for r in children if r.info.run_name == "edit")
-    rounds = json.loads((ws / "data/runs" / REQUEST / "rounds.json").read_text())
+    rounds = json.loads((ws / "results" / REQUEST / "rounds.json").read_text())
     assert len(c.get_metric_history(edit.info.run_id, "fa_val")) == len(rounds) >= 1
     logged = pq.read_table(ws / "data/runs" / REQUEST / "edit" / "rounds.parquet").to_pylist()
     assert {k: sum(r[f"{k}_probes"] for r in logged) for k in ("partial", "full")} == report["probes"]
@@ -136,13 +137,31 @@ def test_razor_run_json_is_the_unlearn_object_plus_lineage(ws, first):
 
 def test_metrics_and_plots_show(ws, first, tmp_path):
     shown = json.loads(dvc(ws, "metrics", "show", "--json").stdout)
-    metrics = next(iter(shown.values()))["data"][f"data/runs/{REQUEST}/metrics.json"]["data"]
+    metrics = next(iter(shown.values()))["data"][f"results/{REQUEST}/metrics.json"]["data"]
     assert metrics["after"]["fa1"] == first["report"]["after"]["fa1"]
-    asr = next(iter(shown.values()))["data"][f"data/runs/{REQUEST}/attacks.json"]["data"]
+    asr = next(iter(shown.values()))["data"][f"results/{REQUEST}/attacks.json"]["data"]
     assert set(asr) <= ATTACKS and asr["relearn_retain"]["asr"] == first["report"]["attacks"]["relearn_retain"]["asr"]
     out = dvc(ws, "plots", "show", "-o", str(tmp_path / "plots"))
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "plots" / "index.html").is_file()
+
+
+def test_dvc_compares_commits_and_an_experiment_on_a_param(ws, first, tmp_path):
+    w = tmp_path / "w"  # a copy: the experiment leaves its params and results in the workspace, as DVC does
+    shutil.copytree(ws, w, symlinks=True)
+    for cmd in (["git", "add", "-A", "results", "dvc.lock", "params.yaml", "data/requests"], ["git", "commit", "-qm", "baseline"]):
+        subprocess.run(cmd, cwd=w, check=True, capture_output=True, env=dvc_env())
+    out = dvc(w, "exp", "run", "-S", "edit.rho=0.5")  # README: trying a parameter
+    assert out.returncode == 0, out.stderr
+    diff = json.loads(dvc(w, "metrics", "diff", "--json").stdout)[f"results/{REQUEST}/metrics.json"]
+    assert diff["after.fa1"]["old"] == first["report"]["after"]["fa1"] and isinstance(diff["seconds"]["new"], float)
+    shown = json.loads(dvc(w, "exp", "show", "--json").stdout)
+    exps = [e for row in shown for e in [row, *[x for ex in row.get("experiments") or [] for x in ex["revs"]]]]
+    tried = [e["data"] for e in exps if e["data"]["params"]["params.yaml"]["data"]["edit"]["rho"] == 0.5
+             and e["rev"] != "workspace"]
+    assert tried and isinstance(tried[0]["metrics"][f"results/{REQUEST}/metrics.json"]["data"]["after"]["fa1"], float)
+    table = dvc(w, "exp", "show", "--no-pager", "--md").stdout
+    assert "!" not in table and "0.5" in table
 
 
 def test_changing_rho_reruns_only_edit_and_evaluate(ws, first, caplog):
