@@ -7,7 +7,7 @@ REQUEST ?= data/requests/demo-object-star.yaml
 WORKERS ?= 2
 PYTEST := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q -n $(WORKERS) --dist loadgroup --no-loadscope-reorder
 
-.PHONY: setup run test test-fast bench bench-scale bench-sd bench-sweep bench-attacks clean
+.PHONY: setup run test test-fast bench bench-scale bench-sd bench-sweep bench-attacks bench-chain clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -44,6 +44,10 @@ bench-attacks: $(STAMP)
 # every demo label of every family, resumable (benchmarks/results/sweep/); SWEEP="--families clip" to narrow
 bench-sweep: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/sweep.py $(SWEEP)
+
+# 20 requests in a row through razor intake on the demo CLIP (benchmarks/results/chain/), resumable
+bench-chain: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/chain.py --resume
 
 clean:
 	rm -rf runs .pytest_cache data/runs dvc.lock mlflow.db mlartifacts

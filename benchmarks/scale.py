@@ -170,15 +170,17 @@ def plot(runs: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     runs = [r for r in runs if "skipped" not in r]
     by_size = [r for r in runs if r.get("sweep") == "size"]
+    # each architecture is a point of its own (a line between CLIP and SD would suggest a trend across them)
     for method, marker in (("razor", "o"), ("slug", "s"), ("graddiff", "^")):
-        rs = sorted((r for r in by_size if r["method"] == method), key=lambda r: r["params_m"])
-        axes[0].plot([r["params_m"] for r in rs], [r["seconds"]["total"] for r in rs], marker=marker, label=method)
-        axes[1].plot([r["params_m"] for r in rs], [r["peak_mb"] / 1024 for r in rs], marker=marker, label=method)
-    rs = sorted({r["params_m"]: r for r in by_size}.values(), key=lambda r: r["params_m"])
-    axes[1].plot([r["params_m"] for r in rs], [r["weights_mb"] / 1024 for r in rs], "k--", label="weights")
-    for r in (r for r in by_size if r["method"] == "razor"):
-        axes[0].annotate(r["arch"], (r["params_m"], r["seconds"]["total"]), textcoords="offset points", xytext=(4, -12),
-                         fontsize=8)
+        rs = [r for r in by_size if r["method"] == method]
+        axes[0].scatter([r["params_m"] for r in rs], [r["seconds"]["total"] for r in rs], marker=marker, label=method)
+        axes[1].scatter([r["params_m"] for r in rs], [r["peak_mb"] / 1024 for r in rs], marker=marker, label=method)
+    rs = list({r["arch"]: r for r in by_size}.values())
+    axes[1].scatter([r["params_m"] for r in rs], [r["weights_mb"] / 1024 for r in rs], marker="_", s=300, c="k",
+                    label="weights")
+    for ax, y in ((axes[0], lambda r: r["seconds"]["total"]), (axes[1], lambda r: r["peak_mb"] / 1024)):
+        for r in (r for r in by_size if r["method"] == "razor"):
+            ax.annotate(r["arch"], (r["params_m"], y(r)), textcoords="offset points", xytext=(4, -12), fontsize=8)
     sets = sorted((r for r in runs if r.get("sweep") == "sets"), key=lambda r: r["forget"] + r["retain"])
     items = [r["forget"] + r["retain"] for r in sets]
     axes[2].plot(items, [r["seconds"].get("gradients", 0) for r in sets], "o-", label="gradients")

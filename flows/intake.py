@@ -6,6 +6,7 @@ of its registered model, gate the result, and promote it only if the gate passes
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import mlflow
@@ -48,16 +49,23 @@ def process(ws: Workspace, request_id: str) -> dict | None:
         if bounds.approval == "required":
             approval.check_server("params.yaml gate.approval: required")
         lineage.experiment(ws)
-        result = unlearn(str(admitted(ws, request_id)), str(ws.root))
+        clock = time.monotonic()
+        path = admitted(ws, request_id)
+        seconds = dict(materialize=time.monotonic() - clock)
+        result = unlearn(str(path), str(ws.root))
+        seconds["unlearn"] = time.monotonic() - clock - seconds["materialize"]
         name, version = result["registered_model"], result["report"]["model_version"]
         passed, rows = gate.check(ws, name, version, bounds)
+        seconds["gate"] = time.monotonic() - clock - seconds["materialize"] - seconds["unlearn"]
         client = mlflow.MlflowClient()
         client.set_model_version_tag(name, version, "razor.gate", "passed" if passed else "refused")
         with mlflow.start_run(run_id=result["report"]["mlflow_run_id"]):
             mlflow.log_dict(dict(passed=passed, checks=rows), "gate.json")
-        common = dict(registered_model=name, model_version=version, mlflow_run_id=result["report"]["mlflow_run_id"])
+        common = dict(registered_model=name, model_version=version, mlflow_run_id=result["report"]["mlflow_run_id"],
+                      seconds={k: round(v, 2) for k, v in seconds.items()}, gate=rows)
         why = gate.reason(rows)
         results.verdict(request_id, passed, rows, name, version, common["mlflow_run_id"], why, bounds.approval == "required")
+        results.publish(ws, request_id, common["mlflow_run_id"], name, version, dict(passed=passed, why=why))
         if not passed:
             logger.warning(f"{request_id} refused promotion: {why}")
             return queue.set_state(ws, request_id, "refused", f"gate: {why}", **common)

@@ -1,4 +1,4 @@
-"""MLflow lineage of one request: a parent run, a nested run per stage, datasets, tags.
+"""MLflow lineage of one request: a parent run, a nested run per stage (each open while it runs), datasets, tags.
 
 Default store: sqlite:///<workspace>/mlflow.db with artifacts under <workspace>/mlartifacts
 (MLFLOW_TRACKING_URI overrides the store). Nothing here changes a stage's outputs. A store that
@@ -8,6 +8,7 @@ worse than no run.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import yaml
 from mlflow import MlflowClient
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
 from razor.errors import RazorError
 from stages.workspace import Workspace
@@ -32,7 +34,7 @@ STAGE_ARTIFACTS = {
     "evaluate": ("report.json", "report.html", "stage.json"),
     "attack": ("attacks.json", "report.json", "report.html", "stage.json"),
 }
-STAGE_PLOTS = {"rank": ("scores.png",), "edit": ("expansion_trace.png",), "evaluate": ("before_after.png", "image_grid.png"),
+STAGE_PLOTS = {"rank": ("scores.png",), "edit": ("expansion_trace.png", "edited_scores.png"), "evaluate": ("before_after.png", "image_grid.png"),
                "attack": ("attacks.png",)}
 ROUND_METRICS = ("fa_val", "retain_val", "accuracy_val", "concept_p_val")
 
@@ -127,13 +129,56 @@ def dvc_tags(entries: dict) -> dict:
     return tags
 
 
-def log_stage(ws: Workspace, request_id: str, stage: str, ran: bool, entry: dict) -> None:
-    """The nested run of one stage (inside the active parent run)."""
-    folder = ws.stage_dir(request_id, stage)
-    info = ws.stage_info(request_id, stage)
-    with mlflow.start_run(run_name=stage, nested=True):
-        mlflow.set_tags({"razor.stage": stage, "razor.request": request_id, "dvc.skipped": str(not ran).lower(),
-                         **dvc_tags({stage: entry})})
+def open_run(ws: Workspace, request_id: str) -> str:
+    """The request's parent run, opened before its first stage (tagged with the commit it starts from)."""
+    exp = experiment(ws)  # points MLflow at the workspace's store first
+    run = MlflowClient().create_run(exp, run_name=request_id, tags={"razor.request": request_id, "git.commit": git_commit(ws)})
+    return run.info.run_id
+
+
+def close(run_id: str, status: str) -> None:
+    """End a run that did not finish (FAILED, or KILLED when interrupted)."""
+    MlflowClient().set_terminated(run_id, status)
+
+
+def discard(run_id: str) -> None:
+    """Delete a parent run and its stage runs (a re-run that changed nothing keeps its earlier record)."""
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    for child in client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'"):
+        client.delete_run(child.info.run_id)
+    client.delete_run(run_id)
+
+
+@contextlib.contextmanager
+def stage_run(parent: str, request_id: str, stage: str):
+    """The nested run of one stage, open while it runs (with MLflow's system metrics); yields its id.
+    It ends FAILED if the block raises, else stays open for `log_stage` to fill and close."""
+    client = MlflowClient()
+    run = client.create_run(client.get_run(parent).info.experiment_id, run_name=stage,
+                            tags={"mlflow.parentRunId": parent, "razor.stage": stage, "razor.request": request_id})
+    monitor = SystemMetricsMonitor(run.info.run_id, sampling_interval=2)
+    monitor.start()
+    try:
+        yield run.info.run_id
+    except BaseException as e:
+        client.set_terminated(run.info.run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
+    finally:
+        monitor.finish()
+
+
+def log_stage(ws: Workspace, run_id: str, request_id: str, stage: str, ran: bool, log: str, ok: bool) -> None:
+    """Fill one stage's run (its log; if it finished, its params, metrics, artifacts) and end it."""
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_text(log, "stage.log")
+        mlflow.set_tag("dvc.skipped", str(not ran).lower())
+        if not ok:
+            mlflow.end_run("FAILED")
+            return
+        folder = ws.stage_dir(request_id, stage)
+        info = ws.stage_info(request_id, stage)
+        mlflow.set_tags(dvc_tags({stage: lock_entries(ws, request_id).get(f"{stage}@{request_id}", {})}))
         params = info.get("params") or {}
         if params:
             mlflow.log_params({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in params.items()})

@@ -60,15 +60,16 @@ def _transient(task, task_run, state) -> bool:
 
 @task(name="stage", task_run_name="{stage}@{request_id}", retries=2, retry_delay_seconds=2,
       retry_condition_fn=_transient, cache_policy=NO_CACHE)
-def run_stage(root: str, stage: str, request_id: str) -> bool:
-    """`dvc repro` one stage of one request; True if it ran, False if DVC skipped it."""
+def run_stage(root: str, stage: str, request_id: str, parent_run: str) -> bool:
+    """`dvc repro` one stage of one request, in a nested MLflow run of `parent_run` open while it runs;
+    True if it ran, False if DVC skipped it."""
     logger = get_run_logger()
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                DVC_NO_ANALYTICS="1", HF_HUB_DISABLE_PROGRESS_BARS="1", TRANSFORMERS_VERBOSITY="error")
     lines = []
     ws = Workspace(Path(root))
     limit = ws.flow_params().stage_timeout
-    with ws.lock():
+    with ws.lock(), lineage.stage_run(parent_run, request_id, stage) as run_id:
         ws.clear_stale(request_id, stage)
         # a session of its own: a Ctrl-C at the terminal reaches this flow, which stops the stage itself
         proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", f"{stage}@{request_id}"],
@@ -89,6 +90,8 @@ def run_stage(root: str, stage: str, request_id: str) -> bool:
             raise
         finally:
             timer.cancel()
+        ran = not any("didn't change, skipping" in x for x in lines)
+        lineage.log_stage(ws, run_id, request_id, stage, ran, "\n".join(lines), proc.returncode == 0)
         if fired.is_set() and proc.returncode != 0:
             ws.clear_stale(request_id, stage)
             raise StageTimedOut(f"stage {stage}@{request_id} ran past params.yaml flow.stage_timeout ({limit:g} s) and "
@@ -98,7 +101,7 @@ def run_stage(root: str, stage: str, request_id: str) -> bool:
         if refused:
             raise StageRefused(refused[-1].removeprefix("error: "))
         raise StageFailed(f"stage {stage}@{request_id} failed (dvc exit {proc.returncode}): " + " | ".join(lines[-6:]))
-    return not any("didn't change, skipping" in x for x in lines)
+    return ran
 
 
 def stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
@@ -114,38 +117,35 @@ def stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
 
 
 @task(name="lineage", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def record(root: str, request_id: str, ran: dict[str, bool]) -> tuple[str, str, str]:
-    """The MLflow record of this request's run: (run id, registered model, its version); flows
-    sharing a workspace write their records one at a time."""
+def record(root: str, request_id: str, ran: dict[str, bool], parent_run: str) -> tuple[str, str, str]:
+    """Complete the request's MLflow record and register its version: (run id, registered model, its
+    version); flows sharing a workspace write their records one at a time."""
     ws = Workspace(Path(root))
     with ws.lock():
-        return _record(ws, request_id, ran)
+        return _record(ws, request_id, ran, parent_run)
 
 
-def _record(ws: Workspace, request_id: str, ran: dict[str, bool]) -> tuple[str, str, str]:
+def _record(ws: Workspace, request_id: str, ran: dict[str, bool], parent_run: str) -> tuple[str, str, str]:
     entries = lineage.lock_entries(ws, request_id)
     digest = lineage.lock_digest(entries)
-    exp = lineage.experiment(ws)
     if not any(ran.values()) and (previous := lineage.previous_run(ws, request_id, digest)):
+        lineage.discard(parent_run)
         tags = mlflow.get_run(previous).data.tags
         return previous, tags["razor.registered_model"], tags["razor.model_version"]
     req = json.loads((ws.stage_dir(request_id, "curate") / "request.json").read_text())
-    with mlflow.start_run(experiment_id=exp, run_name=request_id) as run:
-        mlflow.set_tags({"razor.request": request_id, "razor.concept": req["concept_key"], "razor.method": req["method"],
-                         "razor.model": req["model"], "git.commit": lineage.git_commit(ws),
+    with mlflow.start_run(run_id=parent_run) as run:
+        mlflow.set_tags({"razor.concept": req["concept_key"], "razor.method": req["method"], "razor.model": req["model"],
                          "razor.lock_digest": digest, **lineage.dvc_tags(entries)})
         mlflow.log_params({"request.id": request_id, "request.model": req["model"], "request.concept": req["concept_key"],
                            "request.method": req["method"], "request.seed": req["seed"],
                            **{f"request.params.{k}": v for k, v in req["params"].items()}})
         mlflow.log_artifact(str(ws.request_file(request_id)), "request")
         mlflow.log_artifact(str(ws.root / "dvc.lock"))
-        for stage in STAGES:
-            lineage.log_stage(ws, request_id, stage, ran[stage], entries.get(f"{stage}@{request_id}", {}))
         lineage.log_datasets(ws, request_id)
         mlflow.log_metrics(lineage.flat_metrics(ws, request_id) | lineage.attack_metrics(ws, request_id))
-        mlflow.log_artifact(str(ws.stage_dir(request_id, "attack") / "report.html"))
         name, version = registry.register(ws, request_id, run.info.run_id, req)
         mlflow.set_tags({"razor.registered_model": name, "razor.model_version": version})
+        results.publish(ws, request_id, run.info.run_id, name, version)
     return run.info.run_id, name, version
 
 
@@ -186,12 +186,17 @@ def unlearn(request: str, workspace: str = ".") -> dict:
     with ws.lock():  # one flow at a time creates a new store (SQLite migrations race) and edits params.yaml
         lineage.check_store(ws)
         request_id = admit(ws, Path(request))
+    parent = lineage.open_run(ws, request_id)
     try:
-        ran = {stage: run_stage(str(ws.root), stage, request_id) for stage in STAGES}
+        ran = {stage: run_stage(str(ws.root), stage, request_id, parent) for stage in STAGES}
+        run_id, name, version = record(str(ws.root), request_id, ran, parent)
     except KeyboardInterrupt:  # Ctrl-C: the stage was stopped and left nothing; the flow run ends cancelled
-        return Cancelled(message=f"interrupted: {request_id} stopped before it finished, nothing recorded; "
+        lineage.close(parent, "KILLED")
+        return Cancelled(message=f"interrupted: {request_id} stopped before it finished, nothing registered; "
                                  "run it again to resume (finished stages are kept)")
-    run_id, name, version = record(str(ws.root), request_id, ran)
+    except BaseException:
+        lineage.close(parent, "FAILED")
+        raise
     report = json.loads((ws.stage_dir(request_id, "attack") / "report.json").read_text())
     report.pop("lineage", None)
     results.metrics(request_id, report, run_id, name, version)

@@ -154,7 +154,7 @@ def run_request(request_file, workspace, as_json):
     click.echo(f"MLflow run {report['mlflow_run_id']} · model version {report['model_version']} "
                f"of {result['registered_model']}")
     click.echo(f"  browse: mlflow ui --backend-store-uri {lineage.tracking_uri(ws)}")
-    click.echo(f"  report: {ws.stage_dir(result['request'], 'attack') / 'report.html'}")
+    click.echo(f"  report: {ws.run_dir(result['request']) / 'report.html'}")
 
 
 @main.group()

@@ -18,22 +18,27 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def score_scatter(scores: list[dict], chosen: list[str], path: Path, note: str = "") -> None:
-    """Importance ‖g_f‖/‖θ‖ against alignment cos(g_f, g_r), one colour per tower; edited components
-    marked (no scores: the `note` saying why)."""
+def score_scatter(scores: list[dict], chosen: list[str], path: Path, note: str = "",
+                  title: str = "component scores (red: the initial selection)", initial: tuple[str, ...] = ()) -> None:
+    """Importance ‖g_f‖/‖θ‖ against alignment cos(g_f, g_r), one colour per tower; every component in
+    `chosen` circled and numbered in order, those of `initial` also starred (no scores: the `note` saying why)."""
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for tower in dict.fromkeys(s["tower"] for s in scores):
         rows = [s for s in scores if s["tower"] == tower]
         ax.scatter([s["cos"] for s in rows], [s["importance"] for s in rows], s=12, alpha=0.6, label=tower)
     if not scores:
         ax.text(0.5, 0.5, note or "no component scores", ha="center", va="center", transform=ax.transAxes)
-    for s in scores:
-        if s["component"] in chosen:
-            ax.scatter(s["cos"], s["importance"], s=90, facecolors="none", edgecolors="red", linewidths=1.5)
-            ax.annotate(s["component"], (s["cos"], s["importance"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    where = {s["component"]: s for s in scores}
+    for i, name in enumerate((c for c in chosen if c in where), 1):
+        s = where[name]
+        ax.scatter(s["cos"], s["importance"], s=90, facecolors="none", edgecolors="red", linewidths=1.5)
+        if name in initial:
+            ax.scatter(s["cos"], s["importance"], s=40, marker="*", color="black")
+        ax.annotate(f"{i}. {name}" if len(chosen) > 1 else name, (s["cos"], s["importance"]), fontsize=7,
+                    xytext=(4, 4), textcoords="offset points")
     ax.set_xlabel("alignment cos(g_f, g_r)")
     ax.set_ylabel("importance ‖g_f‖ / ‖θ‖")
-    ax.set_title("component scores (red: edited)")
+    ax.set_title(title)
     if scores:
         ax.legend()
     _save(fig, path)

@@ -12,8 +12,12 @@ from razor.families import of
 from razor.io import atomic_path
 from razor.quantize import BITS
 
-NAMES = {"fa1": "FA@1", "fa5": "FA@5", "forget_cos": "forget cosine", "utility": "utility", "stability": "stability",
-         "leakage": "MIA leakage", "fa": "FA", "ua": "UA", "ira": "IRA", "cra": "CRA"}
+NAMES = {"fa1": "forget accuracy, top-1 (FA@1)", "fa5": "forget accuracy, top-5 (FA@5)",
+         "forget_cos": "image–concept similarity (forget cosine)", "utility": "accuracy on the other labels (utility)",
+         "stability": "retain predictions unchanged (stability)", "leakage": "membership leakage (MIA)",
+         "fa": "answers naming the concept (FA)", "ua": "concept prompts not drawing it (UA)",
+         "ira": "other concepts drawn right (IRA)", "cra": "other domains drawn right (CRA)"}
+LOWER = ("fa1", "fa5", "forget_cos", "leakage", "fa")  # how much of the concept is left: lower is better
 
 
 def summarize(method: str, task, components: list[str], seconds: float, peak_mb: float, delta_bytes: int,
@@ -66,14 +70,53 @@ def metric_name(key: str) -> str:
     return f"{NAMES[base]} ({bits}-bit)"
 
 
+def base_key(key: str) -> str:
+    """A metric's key without its held-out-wording or quantisation suffix."""
+    return key.removesuffix(PARAPHRASE).split("_q")[0]
+
+
+def lower_is_better(key: str) -> bool:
+    return base_key(key) in LOWER
+
+
+def by_direction(report: dict) -> list[tuple[str, list[str]]]:
+    """The report's metric keys grouped: the concept's (lower is better), then the rest (higher is better)."""
+    keys = list(report["before"])
+    return [(title, group) for title, group in (
+        ("the concept — lower is better", [k for k in keys if lower_is_better(k)]),
+        ("everything else — higher is better", [k for k in keys if not lower_is_better(k)])) if group]
+
+
+def answers(report: dict, forget_max: float, utility_tolerance: float,
+            gate: dict | None = None) -> list[tuple[str, bool | None, str]]:
+    """(question, answer, the figures) for: forgotten? kept? the gate's answer? — against the gate's bounds."""
+    before, after = report["before"], report["after"]
+    key = next(iter(before))  # the family's forget metric comes first (fa1, fa, ua)
+    left = after[key] if lower_is_better(key) else 1 - after[key]  # the share of the concept still there
+    keep = "utility" if "utility" in before else "ira"
+    drop = before[keep] - after[keep]
+    rows = [("Forgotten?", left <= forget_max, f"{metric_name(key)} {before[key]:.2f} → {after[key]:.2f}: "
+             f"{left:.2f} of the concept left, the gate allows {forget_max:.2f}"),
+            ("Kept?", drop <= utility_tolerance, f"{metric_name(keep)} {before[keep]:.3f} → {after[keep]:.3f} "
+             f"({-drop * 100:+.1f} points; the gate allows −{utility_tolerance * 100:.0f})")]
+    if gate is None:
+        rows.append(("Gate?", None, "not run: `razor run` registers the version without promoting it; "
+                                    "`razor intake` gates it and promotes it if it passes"))
+    else:
+        rows.append(("Gate?", gate["passed"], "passed" + (", promoted" if gate.get("promoted") else "")
+                     if gate["passed"] else f"refused: {gate['why']}"))
+    return rows
+
+
 def table(report: dict) -> str:
     """The before/after table as plain text."""
     comps = report["components"]
     lines = [f"{report['method']} — forget {report['forget']}",
              f"edited: {', '.join(comps[:8]) or '(nothing)'}" + (f" … (+{len(comps) - 8})" if len(comps) > 8 else ""),
-             f"{'metric':<30}{'before':>10}{'after':>10}"]
-    for key in report["before"]:
-        lines.append(f"{metric_name(key):<30}{report['before'][key]:>10.3f}{report['after'][key]:>10.3f}")
+             f"{'metric':<58}{'before':>10}{'after':>10}"]
+    for title, keys in by_direction(report):
+        lines.append(f"  {title}")
+        lines += [f"{metric_name(k):<58}{report['before'][k]:>10.3f}{report['after'][k]:>10.3f}" for k in keys]
     lines.append(f"seconds {report['seconds']:.1f} · peak {report['peak_mb']:.0f} MB · "
                  f"delta {report['delta_bytes'] / 1024:.1f} KB")
     if "judge" in report:
@@ -124,19 +167,31 @@ def attacks_html(attacks: dict | None) -> str:
             f"<th>base</th><th>oracle</th></tr>{rows}</table>{notes}")
 
 
-def write_html(report: dict, plots: dict[str, Path], out: Path, lineage: dict | None = None) -> Path:
-    """One HTML page: the table, the plots embedded as PNG data, the lineage (hashes, params)."""
-    rows = "".join(f"<tr><td>{metric_name(k)}</td><td>{report['before'][k]:.3f}</td><td>{report['after'][k]:.3f}</td></tr>"
-                   for k in report["before"])
+def write_html(report: dict, plots: dict[str, Path], out: Path, lineage: dict | None = None,
+               answers: list[tuple[str, bool | None, str]] | None = None, links: dict[str, str] | None = None) -> Path:
+    """One HTML page: the verdict first (`answers`, where given), the metrics grouped by direction, the
+    attacks, the plots embedded as PNG data, `links` (name → URL), the lineage (hashes, params)."""
+    def mark(ok):
+        return {True: "<b style='color:#1a7f37'>yes</b>", False: "<b style='color:#cf222e'>no</b>"}.get(ok, "—")
+
+    said = "".join(f"<tr><td>{html.escape(q)}</td><td>{mark(ok)}</td><td>{html.escape(why)}</td></tr>"
+                   for q, ok, why in answers or [])
+    rows = "".join(f"<tr><th colspan=3>{html.escape(title)}</th></tr>" + "".join(
+        f"<tr><td>{html.escape(metric_name(k))}</td><td>{report['before'][k]:.3f}</td><td>{report['after'][k]:.3f}</td></tr>"
+        for k in keys) for title, keys in by_direction(report))
     figures = "".join(
         f"<figure><img alt='{html.escape(name)}' src='data:image/png;base64,"
         f"{base64.b64encode(path.read_bytes()).decode()}'><figcaption>{html.escape(name)}</figcaption></figure>"
         for name, path in plots.items() if path.is_file())
+    linked = " · ".join(f"<a href='{html.escape(url)}'>{html.escape(name)}</a>" for name, url in (links or {}).items())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>RAZOR — {html.escape(report['forget'])}</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse}}
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse;margin:.5em 0}}
 td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:right}}td:first-child{{text-align:left}}
-img{{max-width:100%}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head><body>
+th[colspan]{{text-align:left;background:#f3f3f3}}img{{max-width:100%}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style>
+</head><body>
 <h1>Forget {html.escape(report['forget'])} — {html.escape(report['method'])}</h1>
+{f"<table class='verdict'>{said}</table>" if said else ""}
+{f"<p>{linked}</p>" if linked else ""}
 <p>Edited: {html.escape(', '.join(report['components']) or '(nothing)')}<br>
 {report['seconds']:.1f} s · peak {report['peak_mb']:.0f} MB · delta {report['delta_bytes'] / 1024:.1f} KB
 {('<br>Judged by ' + html.escape(report['judge'])) if 'judge' in report else ''}</p>

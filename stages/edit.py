@@ -16,7 +16,7 @@ from razor.cost import measure
 from razor.editing import Ranking
 from razor.families import of
 from razor.methods import method_params
-from razor.plots import expansion_trace
+from razor.plots import expansion_trace, score_scatter
 from razor.target import resolve
 from stages.workspace import Workspace, main, write_json
 
@@ -52,6 +52,12 @@ def run(ws: Workspace, request_id: str) -> None:
     rounds = [dict(step=i, **{k: r[k] for k in ("fa_val", "retain_val") if k in r}) for i, r in enumerate(result.rounds)]
     write_json(ws.results_dir(request_id) / "rounds.json", rounds)
     expansion_trace(result.rounds, ws.plot(request_id, "expansion_trace.png"))
+    if req["method"] == "razor":
+        score_scatter(ranking.scores, result.components, ws.plot(request_id, "edited_scores.png"),
+                      title="component scores (red: edited, numbered in order; ★ the initial selection)",
+                      initial=tuple(ranking.selection))
+    else:
+        score_scatter([], [], ws.plot(request_id, "edited_scores.png"), f"{req['method']} ranks no components here")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from razor.plots import before_after
 from razor.report import write_html
 from stages.workspace import STAGES, Workspace, main, write_json
 
-PLOTS = {"component scores": "scores.png", "expansion trace": "expansion_trace.png", "before / after": "before_after.png",
+PLOTS = {"component scores": "edited_scores.png", "expansion trace": "expansion_trace.png", "before / after": "before_after.png",
          "generated images": "image_grid.png"}
 
 

@@ -453,6 +453,9 @@ def test_ctrl_c_stops_a_run_within_seconds_leaves_nothing_partial_and_the_flow_r
     with sqlite3.connect(tmp_path / "prefect" / "prefect.db") as db:
         states = db.execute("select state_type from flow_run").fetchall()
     assert states == [("CANCELLED",)], states
+    with sqlite3.connect(ws / "mlflow.db") as db:  # MLflow: curate finished, cache and the request's run killed
+        runs = dict(db.execute("select name, status from runs").fetchall())
+    assert runs == {"demo-object-star": "KILLED", "curate": "FINISHED", "cache": "KILLED"}, runs
 
 
 def test_a_manifest_path_with_a_nul_byte_is_named(folder, tmp_path):

@@ -96,3 +96,15 @@ def test_a_scheduled_intake_waits_for_an_approver_then_promotes(tmp_path, demo_m
     assert version.tags["razor.approval"] == "approved" and version.tags["razor.approver"] == "alice"
     assert version.tags["razor.approval_reason"] == "report read"
     assert str(c.get_model_version_by_alias(done["registered_model"], "production").version) == done["model_version"]
+
+
+def test_an_intake_takes_a_queued_request_only_once(tmp_path):
+    from flows import queue
+    from stages.workspace import Workspace
+
+    ws = Workspace(make_workspace(tmp_path / "ws", requests=False))
+    request = tmp_path / f"{REQUEST}.yaml"
+    request.write_text(f"id: {REQUEST}\nmodel: demo\nconcept: {{kind: object, label: star}}\n")
+    queue.submit(ws, request)
+    assert [queue.take(ws, REQUEST) for _ in range(2)] == [True, False]  # the second intake leaves it to the first
+    assert entry(ws.root)["state"] == "running" and entry(ws.root)["pid"] == os.getpid()
