@@ -8,7 +8,7 @@ from, of the unlearn flow and of the gate; the gate's utility on the request's h
 items (no forgotten concept among them) against the root model's; the FA@1 of every concept on the
 chain. Results: benchmarks/results/chain/chain.json (rewritten after each request, so a killed run
 resumes with --resume), chain.md and chain.png.
-Usage: python benchmarks/chain.py [--requests 20] [--seed 0] [--resume] [--report]
+Usage: python benchmarks/chain.py [--requests 20] [--seed 0] [--resume] [--report] [--out DIR]
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ def stage_seconds(ws: Path, run_id: str) -> dict:
 
 
 def run(args) -> list[dict]:
-    OUT.mkdir(parents=True, exist_ok=True)
-    state = OUT / "chain.json"
+    args.out.mkdir(parents=True, exist_ok=True)
+    state = args.out / "chain.json"
     done = json.loads(state.read_text()) if args.resume and state.is_file() else {"rows": []}
     if done.get("workspace") and Path(done["workspace"]).is_dir():
         ws = Path(done["workspace"])
@@ -116,7 +116,7 @@ def run(args) -> list[dict]:
     return done["rows"]
 
 
-def report(rows: list[dict]) -> None:
+def report(rows: list[dict], out: Path) -> None:
     lines = ["| # | concept | state | version | materialise s | unlearn s | gate s | curate / cache / rank / edit / evaluate s "
              "| utility (root) | concepts on the chain | worst FA@1 on the chain |", "|" + "---|" * 11]
     for r in rows:
@@ -128,9 +128,9 @@ def report(rows: list[dict]) -> None:
         worst_fa = f"{worst['fa1']:.2f} ({worst['concept']})" if worst else "–"
         lines.append(f"| {r['request']} | {r['concept']} | {r['state']} | {r['version'] or '–'} | {s.get('materialize', 0):.1f} | "
                      f"{s.get('unlearn', 0):.0f} | {s.get('gate', 0):.1f} | {stages} | {utility} | {len(r['fa'])} | {worst_fa} |")
-    (OUT / "chain.md").write_text("\n".join(lines) + "\n")
+    (out / "chain.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    plot(rows, OUT / "chain.png")
+    plot(rows, out / "chain.png")
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -144,7 +144,7 @@ def plot(rows: list[dict], path: Path) -> None:
     bottom = [0.0] * len(rows)
     for key, colour in (("materialize", "tab:gray"), ("unlearn", "tab:blue"), ("gate", "tab:orange")):
         ys = [r["seconds"].get(key, 0) for r in rows]
-        axes[0].bar(x, ys, bottom=bottom, color=colour, label=key)
+        axes[0].bar(x, ys, bottom=bottom, color=colour, label={"materialize": "materialise"}.get(key, key))
         bottom = [b + y for b, y in zip(bottom, ys)]
     axes[0].set(xlabel="request in the chain", ylabel="seconds", title="cost per request")
     for r in rows:
@@ -158,6 +158,7 @@ def plot(rows: list[dict], path: Path) -> None:
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+        ax.set_xticks(x)
     refused = [r["request"] for r in rows if r["state"] != "done"]
     fig.suptitle("20 requests in a row on the demo CLIP" + (f" (not promoted: {', '.join(map(str, refused))})" if refused else ""))
     fig.tight_layout()
@@ -171,9 +172,10 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true", help="go on from benchmarks/results/chain/chain.json")
     ap.add_argument("--report", action="store_true", help="only rebuild the table and the plot")
+    ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
-    rows = json.loads((OUT / "chain.json").read_text())["rows"] if args.report else run(args)
-    report(rows)
+    rows = json.loads((args.out / "chain.json").read_text())["rows"] if args.report else run(args)
+    report(rows, args.out)
 
 
 if __name__ == "__main__":

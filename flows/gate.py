@@ -27,7 +27,11 @@ def check(ws: Workspace, name: str, version: str, p: GateParams) -> tuple[bool, 
     rows = []
     for mv in versions:
         request_id = mv.tags["razor.request"]
-        fa1, utility = of(model).forget_and_utility(load_task(model, sets(ws, request_id)))
+        task = load_task(model, sets(ws, request_id))
+        if mv is versions[-1]:
+            fa1, utility = of(model).forget_and_utility(task)
+        else:  # an earlier request: its forget accuracy alone (the utility that counts is the new request's)
+            fa1 = of(model).forget_share(task)
         rows.append(dict(check="forgotten", request=request_id, concept=mv.tags["razor.concept"], value=fa1,
                          limit=p.forget_max, passed=fa1 <= p.forget_max))
     root = ws.model(versions[0].tags["razor.base_model"])
@@ -72,14 +76,16 @@ def attack_rows(ws: Workspace, request_id: str, concept: str, p: GateParams) -> 
 
 
 def reason(rows: list[dict]) -> str:
-    """The failed checks in words."""
+    """The failed checks in words (the last forget check is the new request's own)."""
     out = []
-    for r in rows:
+    own = max((i for i, r in enumerate(rows) if r["check"] == "forgotten"), default=None)
+    for i, r in enumerate(rows):
         if r["passed"]:
             continue
         if r["check"] == "forgotten":
-            out.append(f"{r['concept']} (request {r['request']}) is recognised again: "
-                       f"forget accuracy {r['value']:.2f} > {r['limit']:.2f}")
+            what = "still recognised" if i == own else "recognised again"
+            out.append(f"{r['concept']} (request {r['request']}) is {what}: forget accuracy {r['value']:.2f} > "
+                       f"{r['limit']:.2f}")
         elif r["check"] == "attack" and r["missing"] == "attack":
             out.append(f"attack {r['attack']} was not run on request {r['request']} (params.yaml attack.attacks); "
                        f"run it or drop its gate bound")

@@ -91,17 +91,34 @@ def delta_file(mv, dst: Path) -> Path:
     return fetch(f"{mv.source}/delta.safetensors", dst / f"v{mv.version}", f"registered delta of {mv.name} v{mv.version}")
 
 
+def built(ws: Workspace, name: str, mv):
+    """The adapter of version `mv` from its folder under data/models, if one is there and its bytes still are
+    that version's (a snapshot to build later versions from); else None."""
+    folder = ws.data / "models" / name / f"v{mv.version}"
+    if not (folder / ORIGIN).is_file():
+        return None
+    adapter = ws.model(folder.relative_to(ws.data).as_posix())
+    return adapter if weights_sha256(adapter.model) == mv.tags["razor.weights_sha256"] else None
+
+
 def materialize(ws: Workspace, name: str, version: str) -> Path:
-    """data/models/<name>/v<version>/: the version's full weights, built from its chain of deltas."""
+    """data/models/<name>/v<version>/: the version's full weights, built from the latest earlier version
+    already built there (each checked by its registered hash; else the base model) and the deltas after it,
+    so a long chain replays only the deltas since its last built version."""
     versions = chain(name, version)
     folder = ws.data / "models" / name / f"v{version}"
     expected = versions[-1].tags["razor.weights_sha256"]
-    if (folder / ORIGIN).is_file() and weights_sha256(ws.model(folder.relative_to(ws.data).as_posix()).model) == expected:
+    if built(ws, name, versions[-1]) is not None:
         return folder  # already built, and its bytes still are that version's
-    adapter = ws.model(versions[0].tags["razor.base_model"])
+    start, adapter = 0, None
+    for i in range(len(versions) - 2, -1, -1):
+        if (adapter := built(ws, name, versions[i])) is not None:
+            start = i + 1
+            break
+    adapter = adapter or ws.model(versions[0].tags["razor.base_model"])
     params = adapter.parameters()
     with tempfile.TemporaryDirectory(prefix="razor-deltas-") as tmp:
-        for mv in versions:
+        for mv in versions[start:]:
             Delta.load(delta_file(mv, Path(tmp))).apply(params)
     actual = weights_sha256(adapter.model)
     if actual != expected:

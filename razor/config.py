@@ -155,6 +155,8 @@ class CurateParams(Params):
     eval_size: int = Field(600, ge=1, description="retain items per held-out split")
     batch_size: int = Field(128, ge=1)
     kept_size: int = Field(128, ge=1, description="train items per already-forgotten concept (their forget objective)")
+    kept_total: int = Field(512, ge=1, description="at most this many of them in all: on a long chain each concept gets "
+                                                  "kept_total / their number (at least 16), so an edit's cost stops growing")
     dtype: Literal[DTYPES] = Field("fp32", description="the weights' precision every later stage loads")
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$", description="cpu, cuda or cuda:N")
     gradient_checkpointing: bool = Field(False, description="recompute block activations in the backward pass")

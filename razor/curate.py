@@ -65,7 +65,7 @@ class Curated:
 
 def curate(manifest: Manifest, concept: str, retain_manifest: Manifest | None = None, forget_size: int = 256,
            retain_size: int = 512, eval_size: int = 600, seed: int = 0, forgotten: tuple[str, ...] = (),
-           kept_size: int = 128) -> Curated:
+           kept_size: int = 128, kept_total: int = 512) -> Curated:
     """Select the request's items (`concept`: a label or axis:label of `manifest`). Items carrying a
     concept the model already forgot (`forgotten`, axis:label) stay out of the retain sets, so that
     this edit neither re-learns it nor counts it as something to keep."""
@@ -108,13 +108,19 @@ def curate(manifest: Manifest, concept: str, retain_manifest: Manifest | None = 
     vocabulary = manifest.labels()
     return Curated(axis, label, dataclasses.replace(forget, vocabulary=vocabulary),
                    dataclasses.replace(retain, vocabulary=vocabulary), evaluation, tuple(forgotten),
-                   kept_train(manifest, carries, earlier, kept_size, seed))
+                   kept_train(manifest, carries, earlier, kept_size, seed, kept_total))
 
 
-def kept_train(manifest: Manifest, carries, earlier: list[tuple[str, str]], size: int, seed: int) -> Manifest | None:
-    """`size` training items of each earlier forgotten concept that do not carry this one (each item once)."""
+KEPT_MIN = 16  # training items of each earlier concept however long the chain
+
+
+def kept_train(manifest: Manifest, carries, earlier: list[tuple[str, str]], size: int, seed: int,
+               total: int = 512) -> Manifest | None:
+    """Training items of each earlier forgotten concept that do not carry this one (each item once):
+    `size` each, or `total` shared among them when that is fewer (at least KEPT_MIN each)."""
     if not earlier:
         return None
+    size = min(size, max(KEPT_MIN, total // len(earlier)))
     train = manifest.split("train")
     chosen: set[str] = set()
     for a, lab in earlier:

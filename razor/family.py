@@ -50,6 +50,8 @@ class Family:
     keys = _part("keys", "bits → the report's metric keys")
     forget_and_utility = _part("forget_and_utility",
                                "task → (forget accuracy, utility) on the held-out items (the gate's checks)")
+    forget_share = _part("forget_share", "task → the forget accuracy alone, on the held-out forget items (the gate's check "
+                         "of each earlier request on a chain, the attacks' ASR)")
     figure = _part("figure", "(task, {name: predictions}, path) → its own before/after figure, or None", optional=True)
     attacks = _part("attacks", "{name: attack(task, AttackParams) → [(budget, ASR), …]}: what tries to bring a "
                     "forgotten concept back (razor.attack)", optional=True)

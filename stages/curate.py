@@ -31,7 +31,7 @@ def run(ws: Workspace, request_id: str) -> None:
     concept = req.concept.key(manifest.axes)
     forgotten = tuple((ws.origin(req.model) or {}).get("forgotten", ()))  # by the versions this model descends from
     chosen = curate(manifest, concept, retain, p.forget_size, p.retain_size, p.eval_size, req.seed,
-                    forgotten, p.kept_size)
+                    forgotten, p.kept_size, p.kept_total)
     info = dict(params=p.model_dump(), concept=chosen.concept, forgotten=list(chosen.forgotten), source=str(source),
                 source_sha256=sha256_file(source),
                 sizes={k: len(getattr(chosen, k)) for k in chosen.names})

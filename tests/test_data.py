@@ -149,3 +149,17 @@ def test_an_unlearncanvas_folder_imports_with_style_and_object_axes(tmp_path):
         from razor.loaders import import_unlearncanvas
 
         import_unlearncanvas(root / "Crayon" / "Dogs", tmp_path / "bad.parquet")
+
+
+def test_the_kept_items_of_a_long_chain_share_one_budget(demo_manifest):
+    from razor.curate import KEPT_MIN, curate
+
+    m = read_manifest(demo_manifest)
+    short = curate(m, "star", forget_size=8, retain_size=8, eval_size=8, forgotten=("identities:hana", "styles:dotted"),
+                   kept_size=128, kept_total=512)
+    assert 200 <= len(short.kept) <= 256  # two concepts: kept_size each, as before (an item carrying both counts once)
+    many = tuple(f"identities:{x}" for x in ("alice", "bruno", "chen", "dara", "emil", "farah", "gus", "hana")) + tuple(
+        f"styles:{x}" for x in ("solid", "outline", "striped", "dotted", "checkered", "gradient"))
+    long = curate(m, "star", forget_size=8, retain_size=8, eval_size=8, forgotten=many, kept_size=128, kept_total=512)
+    assert len(long.kept) <= 512 and {r["identities"] for r in long.kept.rows} >= set(x.split(":")[1] for x in many[:8])
+    assert max(512 // len(many), KEPT_MIN) == 36 and len(long.kept) >= 0.8 * 36 * len(many)  # each concept its share

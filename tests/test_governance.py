@@ -131,6 +131,25 @@ def test_rollback_restores_bit_identical_weights(ws, sequence):
     assert cli(ws, "rollback", MODEL, "--to", "4").exit_code == 0 and registry.production(MODEL) == "4"
 
 
+def test_a_version_is_rebuilt_from_the_latest_built_version_whose_bytes_still_hash_right(ws, sequence, monkeypatch):
+    from razor.delta import Delta
+
+    applied = []
+    apply = Delta.apply
+    monkeypatch.setattr(Delta, "apply", lambda self, params: applied.append(self) or apply(self, params))
+    v4 = ws.data / "models" / MODEL / "v4"
+    shutil.rmtree(v4)
+    assert registry.materialize(ws, MODEL, "4") == v4 and len(applied) == 1  # v2 was built (request 4 ran on it)
+    shutil.rmtree(v4)
+    weights = next((ws.data / "models" / MODEL / "v2").glob("*.safetensors"))
+    with one_byte_changed(weights):  # a snapshot whose bytes changed is not built from
+        applied.clear()
+        registry.materialize(ws, MODEL, "4")
+        assert len(applied) == 2  # v1's folder, then v2's and v4's deltas
+    got = registry.weights_sha256(ws.model(v4.relative_to(ws.data).as_posix()).model)
+    assert got == registry.chain(MODEL, "4")[-1].tags["razor.weights_sha256"]
+
+
 def test_a_lost_artifact_store_is_a_finding_and_audit_leaves_no_download(ws, sequence, tmp_path, monkeypatch):
     downloads = tmp_path / "tmp"
     downloads.mkdir()

@@ -2,6 +2,7 @@
 
 from razor.families.sd.adapter import load_sd as load
 from razor.families.sd.attacks import ATTACKS as attacks
+from razor.families.sd.attacks import concept_share as forget_share
 from razor.families.sd.adapter import save_sd as save
 from razor.families.sd.metrics import evaluate, figure, forget_and_utility, keys
 from razor.families.sd.probe import SdProbe as probe
@@ -15,4 +16,4 @@ def judge(t) -> str:
     return t.judge.judge
 
 
-__all__ = ["load", "save", "task", "probe", "cache", "evaluate", "keys", "forget_and_utility", "figure", "judge", "attacks", "serving", "serve"]
+__all__ = ["load", "save", "task", "probe", "cache", "evaluate", "keys", "forget_and_utility", "forget_share", "figure", "judge", "attacks", "serving", "serve"]
