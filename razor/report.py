@@ -111,12 +111,13 @@ def answers(report: dict, forget_max: float, utility_tolerance: float,
 def table(report: dict) -> str:
     """The before/after table as plain text."""
     comps = report["components"]
+    width = max(len(metric_name(k)) for k in report["before"]) + 2
     lines = [f"{report['method']} — forget {report['forget']}",
              f"edited: {', '.join(comps[:8]) or '(nothing)'}" + (f" … (+{len(comps) - 8})" if len(comps) > 8 else ""),
-             f"{'metric':<58}{'before':>10}{'after':>10}"]
+             f"{'metric':<{width}}{'before':>10}{'after':>10}"]
     for title, keys in by_direction(report):
         lines.append(f"  {title}")
-        lines += [f"{metric_name(k):<58}{report['before'][k]:>10.3f}{report['after'][k]:>10.3f}" for k in keys]
+        lines += [f"{metric_name(k):<{width}}{report['before'][k]:>10.3f}{report['after'][k]:>10.3f}" for k in keys]
     lines.append(f"seconds {report['seconds']:.1f} · peak {report['peak_mb']:.0f} MB · "
                  f"delta {report['delta_bytes'] / 1024:.1f} KB")
     if "judge" in report:
