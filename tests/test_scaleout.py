@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from uuid import UUID
 
-import httpx
 import mlflow
 import pytest
 import torch
@@ -21,6 +20,7 @@ import yaml
 from mlflow import MlflowClient
 from prefect.client.orchestration import SyncPrefectClient
 
+from flows.schedule import healthy
 from razor.data import read_manifest, write_manifest
 from razor.delta import Delta
 from stages.workspace import STAGES
@@ -164,10 +164,3 @@ def stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-
-
-def healthy(api_url: str) -> bool:
-    try:
-        return httpx.get(f"{api_url}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
