@@ -146,24 +146,6 @@ def test_metrics_and_plots_show(ws, first, tmp_path):
     assert (tmp_path / "plots" / "index.html").is_file()
 
 
-def test_dvc_compares_commits_and_an_experiment_on_a_param(ws, first, tmp_path):
-    w = tmp_path / "w"  # a copy: the experiment leaves its params and results in the workspace, as DVC does
-    shutil.copytree(ws, w, symlinks=True)
-    for cmd in (["git", "add", "-A", "results", "dvc.lock", "params.yaml", "data/requests"], ["git", "commit", "-qm", "baseline"]):
-        subprocess.run(cmd, cwd=w, check=True, capture_output=True, env=dvc_env())
-    out = dvc(w, "exp", "run", "-S", "edit.rho=0.5")  # README: trying a parameter
-    assert out.returncode == 0, out.stderr
-    diff = json.loads(dvc(w, "metrics", "diff", "--json").stdout)[f"results/{REQUEST}/metrics.json"]
-    assert diff["after.fa1"]["old"] == first["report"]["after"]["fa1"] and isinstance(diff["seconds"]["new"], float)
-    shown = json.loads(dvc(w, "exp", "show", "--json").stdout)
-    exps = [e for row in shown for e in [row, *[x for ex in row.get("experiments") or [] for x in ex["revs"]]]]
-    tried = [e["data"] for e in exps if e["data"]["params"]["params.yaml"]["data"]["edit"]["rho"] == 0.5
-             and e["rev"] != "workspace"]
-    assert tried and isinstance(tried[0]["metrics"][f"results/{REQUEST}/metrics.json"]["data"]["after"]["fa1"], float)
-    table = dvc(w, "exp", "show", "--no-pager", "--md").stdout
-    assert "!" not in table and "0.5" in table
-
-
 def test_changing_rho_reruns_only_edit_and_evaluate(ws, first, caplog):
     params = ws / "params.yaml"
     text = params.read_text()
@@ -183,6 +165,24 @@ def test_changing_rho_reruns_only_edit_and_evaluate(ws, first, caplog):
     finally:
         params.write_text(text)
     assert unlearn(f"data/requests/{REQUEST}.yaml", str(ws))["stages_run"] == ["edit", "evaluate", "attack"]
+
+
+def test_dvc_compares_commits_and_an_experiment_on_a_param(ws, first, tmp_path):
+    w = tmp_path / "w"  # a copy: the experiment leaves its params and results in the workspace, as DVC does
+    shutil.copytree(ws, w, symlinks=True)
+    for cmd in (["git", "add", "-A", "results", "dvc.lock", "params.yaml", "data/requests"], ["git", "commit", "-qm", "baseline"]):
+        subprocess.run(cmd, cwd=w, check=True, capture_output=True, env=dvc_env())
+    out = dvc(w, "exp", "run", "-S", "edit.rho=0.5")  # README: trying a parameter
+    assert out.returncode == 0, out.stderr
+    diff = json.loads(dvc(w, "metrics", "diff", "--json").stdout)[f"results/{REQUEST}/metrics.json"]
+    assert diff["after.fa1"]["old"] == first["report"]["after"]["fa1"] and isinstance(diff["seconds"]["new"], float)
+    shown = json.loads(dvc(w, "exp", "show", "--json").stdout)
+    exps = [e for row in shown for e in [row, *[x for ex in row.get("experiments") or [] for x in ex["revs"]]]]
+    tried = [e["data"] for e in exps if e["data"]["params"]["params.yaml"]["data"]["edit"]["rho"] == 0.5
+             and e["rev"] != "workspace"]
+    assert tried and isinstance(tried[0]["metrics"][f"results/{REQUEST}/metrics.json"]["data"]["after"]["fa1"], float)
+    table = dvc(w, "exp", "show", "--no-pager", "--md").stdout
+    assert "!" not in table and "0.5" in table
 
 
 def test_a_second_request_keeps_the_first_intact(ws, first, tmp_path):

@@ -126,8 +126,21 @@ class LlavaAdapter:
 
     def next_token_logits(self, pixels: torch.Tensor, questions: list[str]) -> torch.Tensor:
         """Logits of the first answer token (after each prompt)."""
+        return self.forward(pixels, self.inputs(questions), logits_to_keep=1).logits[:, -1].float()
+
+    def forward(self, pixels: torch.Tensor, inputs: dict[str, torch.Tensor], **kw):
+        """The model on (image, prompt) rows; each distinct image goes through the vision tower and the
+        projector once, however many of the rows ask about it (a retain item is asked every question)."""
         pixels = pixels.to(self.device, self.model.dtype)
-        return self.model(pixel_values=pixels, **self.inputs(questions), logits_to_keep=1, use_cache=False).logits[:, -1].float()
+        images, row_image = torch.unique_consecutive(pixels.flatten(1), dim=0, return_inverse=True)
+        if len(images) == len(pixels):
+            return self.model(pixel_values=pixels, **inputs, use_cache=False, **kw)
+        features = self.model.model.get_image_features(pixel_values=images.view(-1, *pixels.shape[1:])).pooler_output
+        features = torch.stack(list(features))[row_image]
+        ids = inputs["input_ids"]
+        embeds = self.model.get_input_embeddings()(ids)
+        embeds = embeds.masked_scatter((ids == self.model.config.image_token_index).unsqueeze(-1), features.to(embeds.dtype))
+        return self.model(inputs_embeds=embeds, **{k: v for k, v in inputs.items() if k != "input_ids"}, use_cache=False, **kw)
 
     @torch.no_grad()
     def answers(self, pixels: torch.Tensor, questions: list[str], batch_size: int = 256) -> list[str]:
@@ -166,8 +179,7 @@ class LlavaAdapter:
     # -- the family's losses (METHOD.md §6) --------------------------------------------------
     def answer_loss(self, pixels: torch.Tensor, questions: list[str], answers: list[str]) -> torch.Tensor:
         """Next-token cross-entropy of the answers (and their end token)."""
-        pixels = pixels.to(self.device, self.model.dtype)
-        return self.model(pixel_values=pixels, **self.inputs(questions, answers), use_cache=False).loss
+        return self.forward(pixels, self.inputs(questions, answers)).loss
 
     def forget_objective(self, pixels: torch.Tensor, questions: list[str], targets: list[str]) -> torch.Tensor:
         """F: the cross-entropy of the concept answer, ascended, in its log-odds form −log(P/(1−P)), P the
