@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -52,6 +53,12 @@ class SearchParams(TargetParams):
         """FA@1 on forget-val the search aims at: the target (bisect), or half of it (predict, whose steps land
         at the goal's edge: held-out items need the room; measured on the 26 demo CLIP labels, README)."""
         return self.forget_target / 2 if self.search == "predict" else self.forget_target
+
+    def kept_limit(self, start: float) -> float:
+        """The FA@1 on its val items that a step may leave a concept the model already forgot at: forget_target
+        (not `goal`, whose halving keeps room for this request's own held-out items), or where it already
+        was; unbounded without keep_forgotten."""
+        return max(self.forget_target, start) if self.keep_forgotten else math.inf
 
 
 class ObjectiveParams(Params):

@@ -90,7 +90,7 @@ def step_search(probe: Probe, c: Component, params: dict, direction: dict, base:
     start = probe.current
     spent = max(0.0, base.retain - start.retain)
     partial_budget = spent + (p.retain_tolerance - spent) * p.budget_share
-    kept_limit = max(p.goal, start.kept_fa) if p.keep_forgotten else math.inf
+    kept_limit = p.kept_limit(start.kept_fa)
     w, d = c.flat(params).norm().item(), c.flat(direction).norm().item()
     if d == 0 or not math.isfinite(d):
         return 0.0, start, []
@@ -395,7 +395,7 @@ def _efficiency(start: Measure, m: Measure, base: Measure, p: SearchParams) -> t
     the retain tolerance, then forget progress per retain lost (at least 1 % counted): FA's gap to the
     target where the probe gives margins, else the concept's probability. A step that lets a forgotten
     concept back ranks last."""
-    if p.keep_forgotten and m.kept_fa > max(p.goal, start.kept_fa) + 1e-9:
+    if m.kept_fa > p.kept_limit(start.kept_fa) + 1e-9:
         return False, -math.inf
     g0, g1 = start.gap(p.goal), m.gap(p.goal)
     progress = g0 - g1 if g0 is not None and g1 is not None and math.isfinite(g0 - g1) else start.concept_p - m.concept_p

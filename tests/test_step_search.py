@@ -135,3 +135,22 @@ def test_a_predicted_round_searches_the_more_promising_candidate_first_and_stops
     c, eta, m, tried = _first_promising(probe, [a, b], probe.params, d, probe.current, p)
     assert c is b and m.fa <= 0.05 and probe.params["a"].item() == 1.0 and probe.params["b"].item() == 1.0 + eta
     assert probe.counts["full"] == 2 + len(tried) - 1  # two opening probes, then b's search (its first: the opening)
+
+
+def test_a_step_may_leave_an_already_forgotten_concept_at_the_forget_target_not_past_it():
+    """keep_forgotten: a concept the model already forgot may come back on its val items up to forget_target
+    (0.05, not predict's own goal of half of it); a step past that is out of bounds, however well it forgets."""
+    from dataclasses import replace
+
+    class Kept(Scripted):
+        def __init__(self, params, rate):
+            self.rate = rate
+            super().__init__(params)
+
+        def at(self, step):
+            return replace(super().at(step), kept_fa=items(self.rate * step))
+
+    eta, m, tried = search(Kept({"w": torch.ones(1, dtype=torch.float64)}, rate=0.04))  # 3 of 64 items back at η 1
+    assert m.fa <= 0.025 and 0.025 < m.kept_fa <= 0.05 and any(t["met"] for t in tried)
+    eta, m, tried = search(Kept({"w": torch.ones(1, dtype=torch.float64)}, rate=0.08))  # past 0.05 before FA meets
+    assert not any(t["met"] for t in tried) and m.kept_fa <= 0.05

@@ -65,6 +65,38 @@ def test_llava_components_and_losses(demo_manifest):
     assert adapter.retain_loss(pixels, asked, ["hana"] * len(hana)) < adapter.retain_loss(pixels, asked, ["juno"] * len(hana))
 
 
+def test_questions_about_one_image_share_its_vision_pass_with_the_same_logits_and_gradients(demo_manifest):
+    """Rows that ask several questions of one image (a retain item is asked every question) take it through the
+    vision tower once: the logits are those of the model's own forward, the loss and its gradients too."""
+    import torch
+
+    from razor.demo.vlm import PREPROCESS
+    from razor.pairs import Pairs
+
+    adapter = load_demo_vlm()
+    items = read_manifest(demo_manifest).split("test").filter(lambda r: bool(r["objects"])).take(range(6))
+    rows = [(i, axis) for i, r in enumerate(items.rows) for axis in QUESTIONS if r[axis]]  # as VlmTask.asked
+    pixels = Pairs.load(items, PREPROCESS).pixels[[i for i, _ in rows]]
+    asked, answers = [QUESTIONS[axis] for _, axis in rows], [items.rows[i][axis] for i, axis in rows]
+    assert len(rows) > len(items)
+    seen = []
+    hook = adapter.model.model.vision_tower.register_forward_hook(lambda m, i, o: seen.append(len(i[0])))
+    with torch.no_grad():
+        shared = adapter.next_token_logits(pixels, asked)
+    hook.remove()
+    inputs = adapter.inputs(asked)
+    with torch.no_grad():
+        own = adapter.model(pixel_values=pixels, **inputs, logits_to_keep=1, use_cache=False).logits[:, -1].float()
+    assert seen == [len(items)] and torch.equal(shared, own)
+    params = adapter.parameters()
+    chosen = [n for n in params if ".encoder.layers.2." in n and n.endswith("weight")]
+    loss = adapter.answer_loss(pixels, asked, answers)
+    grads = torch.autograd.grad(loss, [params[n] for n in chosen])
+    plain = adapter.model(pixel_values=pixels, **adapter.inputs(asked, answers), use_cache=False).loss
+    assert torch.allclose(loss, plain)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads, torch.autograd.grad(plain, [params[n] for n in chosen])))
+
+
 def test_a_concept_may_name_several_labels_of_one_axis_for_a_vlm_only(demo_manifest, tmp_path):
     from razor.families import build_task
     from razor.request import load_request

@@ -129,8 +129,8 @@ class LlavaAdapter:
         return self.forward(pixels, self.inputs(questions), logits_to_keep=1).logits[:, -1].float()
 
     def forward(self, pixels: torch.Tensor, inputs: dict[str, torch.Tensor], **kw):
-        """The model on (image, prompt) rows; each distinct image goes through the vision tower and the
-        projector once, however many of the rows ask about it (a retain item is asked every question)."""
+        """The model on (image, prompt) rows; consecutive rows of one image (a retain item asked every
+        question) share one pass through the vision tower and the projector."""
         pixels = pixels.to(self.device, self.model.dtype)
         images, row_image = torch.unique_consecutive(pixels.flatten(1), dim=0, return_inverse=True)
         if len(images) == len(pixels):
