@@ -116,10 +116,9 @@ def materialize(ws: Workspace, name: str, version: str) -> Path:
             start = i + 1
             break
     adapter = adapter or ws.model(versions[0].tags["razor.base_model"])
-    params = adapter.parameters()
     with tempfile.TemporaryDirectory(prefix="razor-deltas-") as tmp:
         for mv in versions[start:]:
-            Delta.load(delta_file(mv, Path(tmp))).apply(params)
+            Delta.load(delta_file(mv, Path(tmp))).apply_to(adapter)
     actual = weights_sha256(adapter.model)
     if actual != expected:
         raise RazorError(f"{name} v{version} rebuilt from its deltas has weights sha256 {actual[:12]}… but was registered "
@@ -167,7 +166,7 @@ def register(ws: Workspace, request_id: str, run_id: str, request: dict) -> tupl
     came_from = origin(ws, request["model"])
     name = came_from["registered_model"]
     adapter = ws.model(request["model"])
-    delta.apply(adapter.parameters())
+    delta.apply_to(adapter)
     digest = weights_sha256(adapter.model)
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "model"

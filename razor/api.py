@@ -57,7 +57,7 @@ def unlearn(forget: str, model: str = "demo", data: str | Path | None = None, me
     report, figure = after_edit(task, method, result.components, cost.seconds, cost.peak_mb, result.delta.nbytes,
                                 result.timing, before, reference, seed, probes=result.probes, target=result.target)
     if attacks:
-        report["attacks"] = attack.run(task, attacks, budgets, {n: base[n] for n in result.delta.params}, progress,
+        report["attacks"] = attack.run(task, attacks, budgets, {n: base[n] for n in result.delta.touched(adapter)}, progress,
                                        oracle=chosen if method == "retrain" else None)
     if out is not None:
         write_outputs(Path(out), report, result, dict(model=model, data=str(data), seed=seed,

@@ -346,7 +346,7 @@ def edit(task, p: EditParams, ranking: Ranking, probe: Probe, frozen: list[torch
             break  # met, or no candidate could step: the next round would see the same model
     bar.close()
     delta = Delta.from_edit(base, params, [comps[n] for n in edited],
-                            meta=dict(method="razor", components=edited, base=adapter.source))
+                            meta=dict(method="razor", components=edited, base=adapter.source), layout=adapter.layout)
     return EditResult(delta, rounds, ranking.scores, dict(timing), dict(probe.counts))
 
 

@@ -7,7 +7,8 @@ A family is declared in its folder's `__init__.py` by what can be known without 
 imported the first time a part is asked for, so naming or detecting a family loads no torch.
 
 An adapter (what `load` returns) has `family` (the family's name), `model` (the editable
-`nn.Module`), `source` (where it was loaded from), `preprocess`, `device`, `parameters()`,
+`nn.Module`), `source` (where it was loaded from), `layout` (None, or the checkpoint layout its
+deltas name tensors in: razor.delta), `preprocess`, `device`, `parameters()`,
 `components(granularity)` (METHOD.md §1) and `blocks()` (what gradient checkpointing recomputes).
 """
 

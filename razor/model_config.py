@@ -10,7 +10,7 @@ from huggingface_hub import try_to_load_from_cache
 
 from razor.errors import ModelError
 
-CONFIG_FILES = ("model_index.json", "config.json")  # a diffusers pipeline's, a transformers model's
+CONFIG_FILES = ("model_index.json", "config.json", "open_clip_config.json")  # a diffusers pipeline's, a transformers model's, an OpenCLIP checkpoint's
 
 
 def config_files(spec: str) -> dict[str, dict]:

@@ -27,9 +27,8 @@ class Version(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         config = context.model_config
         self.adapter = load_model(config["base"])
-        params = self.adapter.parameters()
         for i in range(config["deltas"]):
-            Delta.load(context.artifacts[f"delta{i + 1}"]).apply(params)
+            Delta.load(context.artifacts[f"delta{i + 1}"]).apply_to(self.adapter)
         actual = weights_sha256(self.adapter.model)
         if actual != config["weights_sha256"]:
             raise RazorError(f"this version of {config['name']} rebuilt from {config['base']} and its deltas has weights "

@@ -27,8 +27,8 @@ def run(ws: Workspace, request_id: str) -> None:
         req, task = ws.task(request_id)
         params = task.adapter.parameters()
         delta = Delta.load(ws.stage_dir(request_id, "edit") / "delta.safetensors")
-        base = {n: params[n].detach().clone() for n in delta.params}
-        delta.apply(params)
+        base = {n: params[n].detach().clone() for n in delta.touched(task.adapter)}
+        delta.apply_to(task.adapter)
         oracle = RetrainParams(**(ws.params("baselines").get("retrain") or {}))
         attacks = attack.run(task, names, AttackParams(**p.model_dump(exclude={"attacks"})), base,
                              progress=sys.stderr.isatty(), oracle=oracle)

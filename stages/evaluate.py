@@ -21,7 +21,7 @@ def run(ws: Workspace, request_id: str) -> None:
     p = EvaluateParams(**ws.params("evaluate"))
     delta = Delta.load(ws.stage_dir(request_id, "edit") / "delta.safetensors")
     before, reference = pipeline.metrics(task, seed=req["seed"], bits=p.bits)
-    delta.apply(task.adapter.parameters())
+    delta.apply_to(task.adapter)
     edit = stages["edit"]
     method_stages = ("cache", "rank", "edit") if edit["method"] == "razor" else ("edit",)
     report, figure = pipeline.after_edit(task, edit["method"], edit["components"],

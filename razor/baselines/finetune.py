@@ -47,6 +47,7 @@ def finetune(task, p: TrainParams, loss_fn, method: str, mask: dict | None = Non
                 bar.set_postfix(fa=f"{m.fa:.2f}", retain=f"{m.retain:.3f}")
                 if m.fa <= p.forget_target:
                     break
-    delta = Delta.from_diff(base, params, meta=dict(method=method, components=[], base=adapter.source))
+    delta = Delta.from_diff(base, params, meta=dict(method=method, components=[], base=adapter.source),
+                            layout=adapter.layout)
     delta.meta["components"] = delta.params
     return EditResult(delta, log)

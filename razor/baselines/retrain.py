@@ -45,7 +45,8 @@ def retrain_edit(task, p: RetrainParams, progress: bool = True) -> EditResult:
         for n, q in params.items():
             q.copy_(state[n])
     record = json.loads((out / "training.json").read_text())
-    delta = Delta.from_diff(base, params, meta=dict(method="retrain", base=adapter.source, oracle=str(out), record=record))
+    delta = Delta.from_diff(base, params, meta=dict(method="retrain", base=adapter.source, oracle=str(out), record=record),
+                            layout=adapter.layout)
     delta.meta["components"] = delta.params
     return EditResult(delta, timing={"training (recorded)": record["seconds"]})
 

@@ -40,5 +40,5 @@ def slug_edit(task, p: SlugParams, progress: bool = True) -> EditResult:
         t["chosen"] = t["component"] in edited
     with torch.no_grad():
         delta = Delta.from_edit(base, params, [comps[n] for n in edited],
-                                meta=dict(method="slug", components=edited, base=adapter.source))
+                                meta=dict(method="slug", components=edited, base=adapter.source), layout=adapter.layout)
     return EditResult(delta, tried, scores, probes=dict(probe.counts))

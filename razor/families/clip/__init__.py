@@ -1,4 +1,4 @@
-"""CLIP (transformers `CLIPModel`): components in the vision and text towers, F / R / M on image–
+"""CLIP (transformers `CLIPModel`, or an OpenCLIP checkpoint read onto it): components in the vision and text towers, F / R / M on image–
 caption pairs, a probe that re-runs only the edited part from its frozen cache, and the
 zero-shot protocol of METHOD.md §7 (FA@1/FA@5, utility, stability, leakage)."""
 
@@ -7,7 +7,7 @@ from razor.family import Family
 
 FAMILY = Family(
     name="clip", kind="CLIP",
-    detects=lambda files: files.get("config.json", {}).get("model_type") == "clip",
+    detects=lambda files: files.get("config.json", {}).get("model_type") == "clip" or "open_clip_config.json" in files,
     towers=("vision", "text"), default_towers=("vision", "text"),
     methods=("razor", "slug", "ga", "graddiff", "ft", "salun", "retrain"),
     demo="demo", demo_folder=DEMO_CLIP, parts="razor.families.clip.parts",

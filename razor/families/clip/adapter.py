@@ -1,4 +1,5 @@
-"""CLIP adapter: loading, encoding, the family's losses (METHOD.md §6) and its components."""
+"""CLIP adapter: loading (a transformers CLIP folder, or an OpenCLIP checkpoint: razor.families.clip.openclip),
+encoding, the family's losses (METHOD.md §6) and its components."""
 
 from __future__ import annotations
 
@@ -11,12 +12,17 @@ from transformers import AutoConfig, AutoTokenizer, CLIPConfig, CLIPModel
 from razor.components import CLIP_BLOCK, Component, Tower, enumerate_components
 from razor.demo import DEMO_CLIP
 from razor.errors import ModelError
-from razor.models import check_finite, check_folder, from_pretrained, image_preprocess, loading
+from razor.families.clip.openclip import Layout, is_openclip, load_openclip, write_openclip
+from razor.models import check_finite, check_folder, from_pretrained, image_preprocess, loading, save_pretrained
 
 
 def load_clip(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> "ClipAdapter":
-    """Load a CLIP model and tokenizer from `demo`, a local folder or a hub id (safetensors only)."""
+    """Load a CLIP model and tokenizer from `demo`, a local folder or a hub id (safetensors only), in the
+    transformers layout or, where the folder has only open_clip_config.json, OpenCLIP's."""
     source = str(DEMO_CLIP) if spec == "demo" else spec
+    if is_openclip(source):
+        model, tokenizer, preprocess, layout = load_openclip(source, dtype, device)
+        return ClipAdapter(model, tokenizer, preprocess, source, layout)
     folder = Path(source)
     if folder.exists():
         check_folder(folder)
@@ -30,16 +36,26 @@ def load_clip(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu"
     return ClipAdapter(model.to(device).eval(), tokenizer, preprocess, source)
 
 
+def save_clip(adapter: "ClipAdapter", folder: Path) -> None:
+    """A full model folder in the layout the model was loaded from (transformers, or OpenCLIP's)."""
+    if adapter.layout is not None:
+        write_openclip(adapter, folder)
+    else:
+        save_pretrained(adapter, folder)
+
+
 class ClipAdapter:
-    """A CLIPModel with its tokenizer, preprocessing and RAZOR's view of it."""
+    """A CLIPModel with its tokenizer, preprocessing and RAZOR's view of it; `layout`: the OpenCLIP
+    checkpoint its weights are views of (None: its own parameter names are the checkpoint's)."""
 
     family = "clip"
 
-    def __init__(self, model: CLIPModel, tokenizer, preprocess: dict, source: str = ""):
+    def __init__(self, model: CLIPModel, tokenizer, preprocess: dict, source: str = "", layout: Layout | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.preprocess = preprocess
         self.source = source
+        self.layout = layout
         check_finite(model)
         if not self.components("layer"):
             raise ModelError(

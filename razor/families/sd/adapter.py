@@ -92,6 +92,7 @@ class SdAdapter:
     """A text encoder + UNet (the editable model, one ModuleDict) with tokenizer, scheduler and VAE."""
 
     family = "sd"
+    layout = None  # deltas name its parameters (razor.delta)
 
     def __init__(self, text_encoder, tokenizer, unet, scheduler, vae=None, source: str = ""):
         self.model = torch.nn.ModuleDict(dict(text_encoder=text_encoder, unet=unet))

@@ -46,6 +46,7 @@ class LlavaAdapter:
     """A LlavaForConditionalGeneration with its tokenizer and preprocessing."""
 
     family = "vlm"
+    layout = None  # deltas name its parameters (razor.delta)
 
     def __init__(self, model, tokenizer, preprocess: dict, source: str = "", question_template: str = "{}",
                  questions: dict[str, str] | None = None):
