@@ -11,6 +11,8 @@ scale.json and scale.png (cost against size).
     python benchmarks/scale.py --device cuda --dtype bf16       # a GPU node
     python benchmarks/scale.py --one clip-b32 --method razor    # one run, its JSON
     python benchmarks/scale.py --one sd-1.5 --method esd        # ESD-x's cost per step at SD-1.5 size
+    python benchmarks/scale.py --archs llava-1.5,llava-next --methods razor,slug --sets-arch '' --device cuda --dtype bf16
+                                                                # the VLM rows: 7-8 B parameters, a GPU node only
 
 Random weights carry no concept, so RAZOR is measured as one round stage by stage — rank, cache,
 the top component's step search (2 probes) — the cost of a pass, not of reaching a target. The SD model samples at 64 px on CPU
@@ -37,8 +39,8 @@ from pathlib import Path
 from razor.config import DTYPES
 from razor.io import atomic_path
 
-CONCEPT = {"clip": "objects:star", "sd": "styles:dotted"}
-TOWERS = {"clip": ("vision", "text"), "sd": ("text", "xattn")}
+CONCEPT = {"clip": "objects:star", "sd": "styles:dotted", "vlm": "identities:hana"}
+TOWERS = {"clip": ("vision", "text"), "sd": ("text", "xattn"), "vlm": ("vision", "projector")}
 ESD_STEPS = 10  # ESD-x (diffusion models only) is timed over this many steps: its cost per step
 SWEEP = ((8, 16), (16, 32), (32, 64), (64, 128))  # (forget, retain) sizes for the set-size runs
 

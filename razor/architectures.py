@@ -1,5 +1,5 @@
 """Random-weight models of the real architectures — CLIP ViT-B/32 and ViT-L/14, Stable Diffusion 1.5,
-LLaVA-1.5 — built from their published configs and written as model folders (no download), so that
+LLaVA-1.5, LLaVA-NeXT (the paper's LLaVA-1.6-8B) — built from their published configs and written as model folders (no download), so that
 tests and `benchmarks/scale.py` run the real path at real size. `width` and `depth` (fractions)
 shrink hidden sizes and layer counts for a quick check of the same layout; head counts stay.
 The tokenizers are the demo world's (offline), whose ids fit the real vocabularies."""
@@ -23,7 +23,7 @@ CLIP = {
     "clip-b32": dict(text=(512, 2048, 12, 8), vision=(768, 3072, 12, 12, 32), projection=512),
     "clip-l14": dict(text=(768, 3072, 12, 12), vision=(1024, 4096, 24, 16, 14), projection=768),
 }
-ARCHITECTURES = (*CLIP, "sd-1.5", "llava-1.5")
+ARCHITECTURES = (*CLIP, "sd-1.5", "llava-1.5", "llava-next")
 CLIP_VOCAB = 49408
 
 
@@ -113,13 +113,33 @@ def llava_config(tokenizer, image_size: int = 336, width: float = 1.0, depth: fl
                        vision_feature_select_strategy="default", projector_hidden_act="gelu")
 
 
-def write_llava(folder: str | Path, image_size: int = 336, width: float = 1.0, depth: float = 1.0, seed: int = 0) -> Path:
-    """A random LLaVA-1.5-layout VLM as a model folder (with the demo VLM's word-level tokenizer)."""
-    from transformers import LlavaForConditionalGeneration
+def llava_next_config(tokenizer, image_size: int = 336, width: float = 1.0, depth: float = 1.0):
+    """LLaVA-1.6-8B's layout (llama3-llava-next-8b): CLIP ViT-L/14-336 tiled over its five grid resolutions
+    (1×2, 2×1, 2×2, 3×1, 1×3 tiles, with the whole image and a newline per row), a two-layer GELU projector,
+    a Llama-3-8B language model (4096 hidden, 32 layers, 32 heads, 8 key-value heads)."""
+    from transformers import LlamaConfig, LlavaNextConfig
+
+    vision = clip_config("clip-l14", image_size, width, depth).vision_config
+    text = LlamaConfig(vocab_size=128256, hidden_size=_scaled(4096, width, 32), intermediate_size=_scaled(14336, width, 32),
+                       num_hidden_layers=max(1, round(32 * depth)), num_attention_heads=32, num_key_value_heads=8,
+                       max_position_embeddings=8192, rope_theta=500000.0, bos_token_id=tokenizer.bos_token_id,
+                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    grid = [[image_size * h, image_size * w] for h, w in ((1, 2), (2, 1), (2, 2), (3, 1), (1, 3))]
+    return LlavaNextConfig(vision_config=vision.to_dict(), text_config=text.to_dict(), image_grid_pinpoints=grid,
+                           image_token_index=tokenizer.convert_tokens_to_ids("<image>"), vision_feature_layer=-2,
+                           vision_feature_select_strategy="default", projector_hidden_act="gelu")
+
+
+def write_llava(folder: str | Path, image_size: int = 336, width: float = 1.0, depth: float = 1.0, seed: int = 0,
+                next: bool = False) -> Path:
+    """A random LLaVA-1.5-layout (`next`: LLaVA-NeXT-layout) VLM as a model folder (with the demo VLM's
+    word-level tokenizer)."""
+    from transformers import LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
 
     torch.manual_seed(seed)
     tokenizer = vlm_tokenizer()
-    model = LlavaForConditionalGeneration(llava_config(tokenizer, image_size, width, depth))
+    model = (LlavaNextForConditionalGeneration(llava_next_config(tokenizer, image_size, width, depth)) if next else
+             LlavaForConditionalGeneration(llava_config(tokenizer, image_size, width, depth)))
     with atomic_dir(Path(folder), "model.safetensors") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
@@ -133,8 +153,8 @@ def write(name: str, folder: str | Path, **kw) -> Path:
         return write_clip(name, folder, **kw)
     if name == "sd-1.5":
         return write_sd(folder, **kw)
-    if name == "llava-1.5":
-        return write_llava(folder, **kw)
+    if name in ("llava-1.5", "llava-next"):
+        return write_llava(folder, **kw, next=name == "llava-next")
     raise ModelError(f"no architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
 
 

@@ -26,7 +26,8 @@ def summarize(method: str, task, components: list[str], seconds: float, peak_mb:
     """The report object `razor unlearn --json` prints (with `judge` where a family's outputs are
     labelled by another model: a diffusion model's image classifier, and `probes` where the method
     ran a step search: its probes, partial and full-model apart, and `forget_target` where the method
-    stops at one: its value and where it came from; `ci95`: a 95% Wilson interval of each share
+    stops at one: its value and where it came from; `fa_per_label` where a request forgets several labels and
+    the family measures each; `ci95`: a 95% Wilson interval of each share
     measured on few items, from its item count, pooled over wordings or axes where it averages them);
     the metrics under held-out wordings
     (`*_paraphrase`) follow the family's keys where the data has such wordings."""
@@ -41,6 +42,7 @@ def summarize(method: str, task, components: list[str], seconds: float, peak_mb:
         ci95={side: {x: wilson(m[x], n) for x, n in m.get("counts", {}).items() if x in k}
               for side, m in (("before", before), ("after", after))},
         utility_per_axis=dict(before=before["utility_per_axis"], after=after["utility_per_axis"]),
+        **({"fa_per_label": dict(before=before["fa_per_label"], after=after["fa_per_label"])} if "fa_per_label" in after else {}),
         quantized=dict(before=before["quantized"], after=after["quantized"]),
         timing={x: round(v, 3) for x, v in timing.items()},
         **(dict(probes=probes) if probes else {}),

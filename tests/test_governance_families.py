@@ -95,6 +95,7 @@ def test_each_request_meets_its_familys_bar_through_every_stage(chain):
             assert all(c.startswith(("vision.", "projector.")) for c in report["components"])
     if name == "vlm-demo-vlm":
         assert report["forget"] == "identities:hana+ivan"  # several labels in one request, end to end
+        assert set(report["fa_per_label"]["after"]) == {"hana", "ivan"}, report["fa_per_label"]
 
 
 def test_a_materialised_version_is_a_model_folder_of_its_family_with_the_registered_weights(chain):

@@ -49,6 +49,7 @@ def test_a_vit_b32_sized_clip_runs_one_razor_pass_within_3x_its_weights_plus_one
 @pytest.mark.parametrize("arch, kw, concept, towers", [
     ("sd-1.5", dict(sample_size=8, width=0.1, depth=0.5), "styles:dotted", ("text", "xattn")),
     ("llava-1.5", dict(image_size=56, width=1 / 16, depth=1 / 16), "identities:hana", ("vision", "projector")),
+    ("llava-next", dict(image_size=56, width=1 / 16, depth=1 / 16), "identities:hana", ("vision", "projector")),
 ])
 @pytest.mark.slow
 def test_a_random_model_of_a_real_layout_loads_from_its_folder_and_runs_a_razor_pass(arch, kw, concept, towers, tmp_path,
@@ -61,6 +62,7 @@ def test_a_random_model_of_a_real_layout_loads_from_its_folder_and_runs_a_razor_
         assert cfg.cross_attention_dim == adapter.text_encoder.config.hidden_size
     else:
         assert adapter.model.config.vision_feature_layer == -2 and adapter.model.config.text_config.num_attention_heads == 32
+        assert adapter.anyres == (arch == "llava-next")
     task = build_task(adapter, read_manifest(demo_manifest), concept, forget_size=8, retain_size=8, eval_size=8, batch_size=4)
     names = sorted({n for c in adapter.components("both") if c.tower in towers for n in c.params})[:6]
     plain = task.forget_gradient(names)

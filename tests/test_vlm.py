@@ -2,6 +2,7 @@
 project's script and committed as safetensors), its adapter, requests naming several labels,
 and RAZOR forgetting an identity from it through the pipeline."""
 
+import io
 import json
 
 import pytest
@@ -111,6 +112,12 @@ def test_a_concept_may_name_several_labels_of_one_axis_for_a_vlm_only(demo_manif
     task = build_task(load_demo_vlm(), manifest, "identities:hana+ivan", eval_size=50)
     assert set(task.targets) == {"hana", "ivan"}
     assert {task.labels["identities"][int(i)] for i in task.forget.label_ids["identities"]} == {"hana", "ivan"}
+    from razor.families.vlm.metrics import evaluate
+
+    out, answers = evaluate(task, bits=())
+    truth = task.asked(task.forget_test, (task.axis,)).answers
+    assert set(out["fa_per_label"]) == {"hana", "ivan"}  # the set's FA is its labels' FAs weighted by their items
+    assert out["fa"] == pytest.approx(sum(out["fa_per_label"][t] * truth.count(t) for t in task.targets) / len(truth))
     with pytest.raises(RazorError, match="one label at a time"):
         build_task(load_model("demo"), manifest, "identities:hana+ivan", eval_size=50)
 
@@ -149,3 +156,58 @@ def test_answers_are_read_back_for_the_same_weights_and_questions_only(demo_mani
         for p in adapter.model.model.multi_modal_projector.parameters():
             p.mul_(-1)
     assert adapter.generate(pixels, questions, remember=True) == adapter.generate(pixels, questions) and stored() == 2
+
+
+@pytest.fixture(scope="module")
+def llava_next(tmp_path_factory):
+    """A shrunken random-weight LLaVA-NeXT folder (LLaVA-1.6-8B's layout: razor.architectures)."""
+    from razor.architectures import write
+
+    return write("llava-next", tmp_path_factory.mktemp("llava-next") / "model", image_size=56, width=1 / 16, depth=1 / 16)
+
+
+def test_llava_next_tiles_images_as_its_processor_and_answers_as_the_model_itself(llava_next, demo_manifest):
+    """Its any-resolution input is the real image processor's, value for value; the adapter's forward (one
+    vision pass per distinct image, features packed into the prompt) gives the model's own logits."""
+    import torch
+    from PIL import Image
+    from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+
+    from razor.data import decode
+
+    adapter = load_model(str(llava_next))
+    cfg = adapter.model.config
+    assert adapter.anyres and cfg.model_type == "llava_next" and len(cfg.image_grid_pinpoints) == 5
+    manifest = read_manifest(demo_manifest)
+    images = [manifest.image_bytes(r) for r in manifest.rows[:3]]
+    size = adapter.preprocess["size"]
+    processor = LlavaNextImageProcessorPil(image_grid_pinpoints=cfg.image_grid_pinpoints, size={"shortest_edge": size},
+                                           crop_size={"height": size, "width": size}, image_mean=adapter.preprocess["mean"],
+                                           image_std=adapter.preprocess["std"])
+    theirs = processor(images=[Image.open(io.BytesIO(b)).convert("RGB").resize((size, size), Image.BICUBIC) for b in images],
+                       return_tensors="pt")
+    pixels = torch.from_numpy(decode(images, adapter.preprocess))
+    tiles, sizes = adapter.tiles(pixels)
+    assert torch.equal(sizes, theirs["image_sizes"]) and torch.allclose(tiles, theirs["pixel_values"], atol=1e-6)
+
+    rows = pixels[[0, 0, 1, 2]]
+    inputs = adapter.inputs(["who is this ?", "what shape is this ?", "who is this ?", "who is this ?"])
+    assert int((inputs["input_ids"] == cfg.image_token_index).sum(1)[0]) == adapter.image_tokens > (size // 14) ** 2
+    own_tiles, own_sizes = adapter.tiles(rows)
+    with torch.no_grad():
+        own = adapter.model(pixel_values=own_tiles, image_sizes=own_sizes, **inputs).logits[:, -1]
+        assert torch.equal(adapter.forward(rows, inputs).logits[:, -1], own)
+    assert len(adapter.generate(rows, ["who is this ?"] * 4, max_new_tokens=2)) == 4
+
+
+@pytest.mark.slow  # the whole protocol on a 128k-vocabulary language model
+def test_razor_unlearn_runs_on_a_llava_next_folder(llava_next, demo_manifest, tmp_path):
+    """`razor unlearn` end to end on LLaVA-NeXT's layout (random weights name no one, so nothing need move:
+    the run measures, searches and writes its outputs; a step on it is tested in test_scale)."""
+    out = tmp_path / "run"
+    res = CliRunner().invoke(main, ["unlearn", "--model", str(llava_next), "--data", str(demo_manifest), "--forget",
+                                    "identities:hana", "--param", "towers=[vision,projector]", "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert list(report["after"]) == ["fa", "utility", "fa_q8", "fa_q4"] and report["probes"]["full"] >= 1
+    assert (out / "delta.safetensors").is_file() and (out / "report.json").is_file()

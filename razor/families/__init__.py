@@ -34,7 +34,7 @@ def detect(spec: str) -> Family:
             return f
     said = files.get("config.json", {}).get("model_type") or files.get("model_index.json", {}).get("_class_name")
     raise ModelError(f"{spec!r} is a {said!r} model; RAZOR edits {', '.join(f.kind for f in FAMILIES.values())} "
-                     "models (a transformers config.json of model_type clip or llava, a diffusers model_index.json, or an "
+                     "models (a transformers config.json of model_type clip, llava or llava_next, a diffusers model_index.json, or an "
                      "OpenCLIP open_clip_config.json)")
 
 

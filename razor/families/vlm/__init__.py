@@ -1,4 +1,4 @@
-"""LLaVA-style VLMs (transformers `LlavaForConditionalGeneration`): components in the vision tower
+"""LLaVA-style VLMs (transformers `LlavaForConditionalGeneration`, LLaVA-NeXT's `LlavaNextForConditionalGeneration`): components in the vision tower
 and the multimodal projector, F / R / M on question–answer pairs, a next-token probe, and FA /
 utility on generated answers (METHOD.md §6–7)."""
 
@@ -7,7 +7,7 @@ from razor.family import Family
 
 FAMILY = Family(
     name="vlm", kind="LLaVA-style VLM",
-    detects=lambda files: files.get("config.json", {}).get("model_type") == "llava",
+    detects=lambda files: files.get("config.json", {}).get("model_type") in ("llava", "llava_next"),
     towers=("vision", "projector"), default_towers=("vision", "projector"),
     methods=("razor", "slug", "ga", "graddiff", "ft"),
     demo="demo-vlm", demo_folder=DEMO_VLM, parts="razor.families.vlm.parts",

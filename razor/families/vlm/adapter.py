@@ -1,37 +1,46 @@
-"""RAZOR's view of a LLaVA-style VLM (`LlavaForConditionalGeneration`): components in the vision
+"""RAZOR's view of a LLaVA-style VLM (`LlavaForConditionalGeneration`, or LLaVA-NeXT's
+`LlavaNextForConditionalGeneration` with its any-resolution tiling): components in the vision
 tower (layers and heads) and the multimodal projector (tower "projector", selectable through
 `towers`); the family's F / R / M (METHOD.md §6): cross-entropy of the concept answer
 (ascended, as log-odds), next-token loss on retain question–answer pairs, drift of the answer-word
 log-probabilities on neutral questions.
 
-A prompt is <bos> <image>×N question-tokens; the answer follows. `question_template` wraps the
-question for checkpoints trained with a chat format (e.g. "USER: {} ASSISTANT:"); `questions`
-holds the question asked for each label axis.
+A prompt is <bos> <image>×N question-tokens; the answer follows (N: the config's image_seq_length,
+or for LLaVA-NeXT the length of its packed features: the whole image, the grid's tiles unpadded,
+a newline per row). `question_template` wraps the question for checkpoints trained with a chat
+format (e.g. "USER: {} ASSISTANT:"); `questions` holds the question asked for each label axis.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, LlavaForConditionalGeneration
+import torch.nn.functional as nnf
+from transformers import AutoTokenizer, LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
+from transformers.image_processing_utils import select_best_resolution
 
 from razor import memo
 from razor.components import CLIP_BLOCK, Component, Slice, Tower, enumerate_components
 from razor.errors import ModelError
+from razor.model_config import config_files
 from razor.models import check_finite, check_folder, from_pretrained, image_preprocess, loading
+
+MODELS = {"llava": LlavaForConditionalGeneration, "llava_next": LlavaNextForConditionalGeneration}  # by model_type
 
 QUESTIONS = {"identities": "who is this ?", "objects": "what shape is this ?", "styles": "what style is this drawn in ?"}
 
 
 def load_llava(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> "LlavaAdapter":
-    """A LLaVA-style model and its tokenizer from a local folder or a hub id (safetensors only)."""
+    """A LLaVA-style model (LLaVA-1.5 or LLaVA-NeXT) and its tokenizer from a local folder or a hub id (safetensors only)."""
     folder = Path(spec)
     if folder.exists():
         check_folder(folder)
+    kind = config_files(spec)["config.json"].get("model_type")
     with loading("VLM", spec):
-        model = from_pretrained(LlavaForConditionalGeneration, spec, use_safetensors=True, dtype=dtype)
+        model = from_pretrained(MODELS[kind], spec, use_safetensors=True, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(spec)
     preprocess = image_preprocess(folder, model.config.vision_config.image_size)
     return LlavaAdapter(model.to(device).eval(), tokenizer, preprocess, spec)
@@ -43,7 +52,7 @@ def names(answer: str, label: str) -> bool:
 
 
 class LlavaAdapter:
-    """A LlavaForConditionalGeneration with its tokenizer and preprocessing."""
+    """A LlavaForConditionalGeneration (or LlavaNextForConditionalGeneration) with its tokenizer and preprocessing."""
 
     family = "vlm"
     layout = None  # deltas name its parameters (razor.delta)
@@ -59,6 +68,11 @@ class LlavaAdapter:
         check_finite(model)
         if not self.components("layer"):
             raise ModelError("the vision tower has no blocks the answers depend on; RAZOR edits its attention and MLP weights")
+        self.anyres = model.config.model_type == "llava_next"
+        self.image_tokens = model.config.image_seq_length
+        if self.anyres:  # the packed features' length, the same for every image of the preprocessing's size
+            with torch.no_grad():
+                self.image_tokens = self.image_features(torch.zeros(1, 3, preprocess["size"], preprocess["size"])).shape[1]
 
     # -- components (METHOD.md §1) -----------------------------------------------------------
     def used_vision_blocks(self) -> int:
@@ -102,7 +116,7 @@ class LlavaAdapter:
     def inputs(self, questions: list[str], answers: list[str] | None = None) -> dict[str, torch.Tensor]:
         """Left-padded ids and mask of the prompts (+ answer + eos), and labels on the answer tokens only."""
         tok = self.tokenizer
-        image = [self.model.config.image_token_index] * self.model.config.image_seq_length
+        image = [self.model.config.image_token_index] * self.image_tokens
         rows = []
         for i, q in enumerate(questions):
             prompt = [tok.bos_token_id, *image, *tok.encode(self.question_template.format(q), add_special_tokens=False)]
@@ -134,14 +148,44 @@ class LlavaAdapter:
         question) share one pass through the vision tower and the projector."""
         pixels = pixels.to(self.device, self.model.dtype)
         images, row_image = torch.unique_consecutive(pixels.flatten(1), dim=0, return_inverse=True)
-        if len(images) == len(pixels):
+        if len(images) == len(pixels) and not self.anyres:
             return self.model(pixel_values=pixels, **inputs, use_cache=False, **kw)
-        features = self.model.model.get_image_features(pixel_values=images.view(-1, *pixels.shape[1:])).pooler_output
-        features = torch.stack(list(features))[row_image]
+        features = self.image_features(images.view(-1, *pixels.shape[1:]))[row_image]
         ids = inputs["input_ids"]
         embeds = self.model.get_input_embeddings()(ids)
         embeds = embeds.masked_scatter((ids == self.model.config.image_token_index).unsqueeze(-1), features.to(embeds.dtype))
         return self.model(inputs_embeds=embeds, **{k: v for k, v in inputs.items() if k != "input_ids"}, use_cache=False, **kw)
+
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """N×T×D: what the projector gives the language model for each image (LLaVA-NeXT: packed from its tiles)."""
+        extra = {}
+        if self.anyres:
+            pixels, sizes = self.tiles(pixels)
+            extra = dict(image_sizes=sizes)
+        return torch.stack(list(self.model.model.get_image_features(pixel_values=pixels, **extra).pooler_output))
+
+    def tiles(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """LLaVA-NeXT's any-resolution input of square normalised images (N×3×S×S), as its image processor
+        makes it: the image resized into the grid resolution that fits it best (aspect kept, black padding
+        centred), cut into tiles of the vision tower's size, after the whole image at that size —
+        N×(1+tiles)×3×s×s — and each image's size. (The processor resamples the raw image; this resamples
+        the normalised one where S is not a tile size.)"""
+        cfg = self.model.config
+        n, _, size, _ = pixels.shape
+        s = cfg.vision_config.image_size
+        height, width = select_best_resolution((size, size), cfg.image_grid_pinpoints)
+        scale = min(height / size, width / size)
+        new_h, new_w = (min(math.ceil(size * scale), height), width) if width / size < height / size else \
+            (height, min(math.ceil(size * scale), width))
+        resized = pixels if (new_h, new_w) == (size, size) else nnf.interpolate(pixels, (new_h, new_w), mode="bicubic")
+        mean = torch.tensor(self.preprocess["mean"], dtype=pixels.dtype, device=pixels.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.preprocess["std"], dtype=pixels.dtype, device=pixels.device).view(1, 3, 1, 1)
+        canvas = (-mean / std).expand(n, 3, height, width).clone()  # black, normalised
+        top, left = (height - new_h) // 2, (width - new_w) // 2
+        canvas[:, :, top:top + new_h, left:left + new_w] = resized
+        grid = canvas.unfold(2, s, s).unfold(3, s, s).permute(0, 2, 3, 1, 4, 5).reshape(n, -1, 3, s, s)  # row by row
+        whole = pixels if size == s else nnf.interpolate(pixels, (s, s), mode="bicubic")
+        return torch.cat([whole[:, None], grid], 1), torch.tensor([[size, size]] * n, device=pixels.device)
 
     @torch.no_grad()
     def answers(self, pixels: torch.Tensor, questions: list[str], batch_size: int = 256) -> list[str]:
@@ -166,7 +210,8 @@ class LlavaAdapter:
             pix = pixels[s:s + batch_size].to(self.device, self.model.dtype)
 
             def answer() -> torch.Tensor:
-                return self.model.generate(pixel_values=pix, **inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                images = dict(zip(("pixel_values", "image_sizes"), self.tiles(pix))) if self.anyres else dict(pixel_values=pix)
+                return self.model.generate(**images, **inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                            pad_token_id=pad)
 
             if weights is None:
@@ -179,8 +224,14 @@ class LlavaAdapter:
 
     # -- the family's losses (METHOD.md §6) --------------------------------------------------
     def answer_loss(self, pixels: torch.Tensor, questions: list[str], answers: list[str]) -> torch.Tensor:
-        """Next-token cross-entropy of the answers (and their end token)."""
-        return self.forward(pixels, self.inputs(questions, answers)).loss
+        """Next-token cross-entropy of the answers (and their end token). The answers end every (left-padded)
+        row, so the language model's head runs only on the positions that predict them, not on the image's
+        and question's (with a large vocabulary, most of the memory and time otherwise)."""
+        inputs = self.inputs(questions, answers)
+        labels = inputs.pop("labels")
+        first = int((labels != -100).any(0).nonzero()[0])
+        logits = self.forward(pixels, inputs, logits_to_keep=labels.shape[1] - first + 1).logits[:, :-1]
+        return nnf.cross_entropy(logits.flatten(0, 1).float(), labels[:, first:].flatten(), ignore_index=-100)
 
     def forget_objective(self, pixels: torch.Tensor, questions: list[str], targets: list[str]) -> torch.Tensor:
         """F: the cross-entropy of the concept answer, ascended, in its log-odds form −log(P/(1−P)), P the

@@ -1,5 +1,6 @@
 """The VLM protocol (METHOD.md §7): forget accuracy FA (share of generated answers to the concept
-question on held-out forget items that name a forgotten label), utility (accuracy of the
+question on held-out forget items that name a forgotten label; for a request of several labels,
+also per label: `fa_per_label`, over the items of each), utility (accuracy of the
 generated answers on held-out retain items, every question type, averaged over types), and FA
 again after 8-bit and 4-bit weight quantisation. Answers these weights gave before (the evaluate
 stage's, the gate's) are read back from the output store (razor.memo)."""
@@ -46,6 +47,12 @@ def forget_answers(task: VlmTask) -> list[str]:
     return task.adapter.generate(forget.pixels, forget.questions, MAX_NEW_TOKENS, remember=True)
 
 
+def per_label(task: VlmTask, said: list[str]) -> dict[str, float]:
+    """Each forgotten label's FA: the share of its held-out items' answers that name a forgotten label."""
+    truth = task.asked(task.forget_test, (task.axis,)).answers
+    return {t: named_share(task, [s for s, a in zip(said, truth) if a == t]) for t in task.targets if t in truth}
+
+
 def named_share(task: VlmTask, said: list[str]) -> float:
     """The share of answers that name a label the request forgets."""
     return float(np.mean([any(names(s, t) for t in task.targets) for s in said]))
@@ -72,4 +79,6 @@ def _metrics(task: VlmTask) -> tuple[dict, dict]:
     per_axis = {axis: float(np.mean(v)) for axis, v in right.items()}
     out = dict(fa=fa, utility=float(np.mean(list(per_axis.values()))), utility_per_axis=per_axis,
                counts=dict(fa=len(said_forget), utility=len(said_retain)))
+    if len(task.targets) > 1:
+        out["fa_per_label"] = per_label(task, said_forget)
     return out, dict(forget=said_forget, retain=said_retain)
