@@ -135,11 +135,33 @@ def seconds(r: dict) -> float:
     return r["timing"].get("training (recorded)", r["seconds"])
 
 
+def earlier() -> tuple[dict, dict[str, list[str]]]:
+    """The summary and each family's table section written before: kept for the families this report has no
+    runs of (runs/ is not committed, so a sweep of one family from a clone keeps the others' results)."""
+    summary = json.loads((OUT / "summary.json").read_text()) if (OUT / "summary.json").is_file() else {}
+    sections, fam = {}, None
+    for line in (OUT / "table.md").read_text().splitlines() if (OUT / "table.md").is_file() else []:
+        if line.startswith("## "):
+            fam = line[3:].split()[0]
+            sections[fam] = []
+        if fam is not None:
+            sections[fam].append(line)
+    return summary, sections
+
+
 def report(reports: dict[str, list[dict]]) -> dict:
-    """Write table.md, summary.json and the plots; return the summary."""
+    """Write table.md, summary.json and the plots (a family without runs here keeps what was written of it
+    before); return the summary."""
     lines = ["# Sweep: every demo label", "", f"Tuning: {TUNING}.", ""]
     summary = {"tuning": TUNING}
-    for fam, rs in reports.items():
+    before, sections = earlier()
+    for fam in FAMILIES:
+        if fam not in reports:
+            if fam in sections and fam in before:
+                lines += sections[fam]
+                summary[fam] = before[fam]
+            continue
+        rs = reports[fam]
         oracle = {r["forget"]: r["after"]["fa1"] for r in rs if r["method"] == "retrain"}
         slug = {r["forget"]: r for r in rs if r["method"] == "slug"}
         bounds = list(checks(fam, rs[0], oracle, slug)) if rs else []
