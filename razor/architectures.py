@@ -116,11 +116,13 @@ def llava_config(tokenizer, image_size: int = 336, width: float = 1.0, depth: fl
 def llava_next_config(tokenizer, image_size: int = 336, width: float = 1.0, depth: float = 1.0):
     """LLaVA-1.6-8B's layout (llama3-llava-next-8b): CLIP ViT-L/14-336 tiled over its five grid resolutions
     (1×2, 2×1, 2×2, 3×1, 1×3 tiles, with the whole image and a newline per row), a two-layer GELU projector,
-    a Llama-3-8B language model (4096 hidden, 32 layers, 32 heads, 8 key-value heads)."""
+    a Llama-3-8B language model (4096 hidden, 32 layers, 32 heads, 8 key-value heads, 128k words; `width`
+    shrinks the vocabulary too, down to the tokenizer's)."""
     from transformers import LlamaConfig, LlavaNextConfig
 
     vision = clip_config("clip-l14", image_size, width, depth).vision_config
-    text = LlamaConfig(vocab_size=128256, hidden_size=_scaled(4096, width, 32), intermediate_size=_scaled(14336, width, 32),
+    text = LlamaConfig(vocab_size=max(len(tokenizer), _scaled(128256, width, 64)), hidden_size=_scaled(4096, width, 32),
+                       intermediate_size=_scaled(14336, width, 32),
                        num_hidden_layers=max(1, round(32 * depth)), num_attention_heads=32, num_key_value_heads=8,
                        max_position_embeddings=8192, rope_theta=500000.0, bos_token_id=tokenizer.bos_token_id,
                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)

@@ -75,8 +75,7 @@ def step_search(probe: Probe, c: Component, params: dict, direction: dict, base:
                 p: SearchParams, seed: tuple[float, Measure] | None = None) -> tuple[float, Measure, list[dict]]:
     """The step η for one component: the smallest that meets the forget target (also after
     `robust_bits` quantisation, `Measure.holds`) within the whole retain tolerance; otherwise the best
-    forget gain (the share of FA's gap to the goal closed) − κ·retain loss within this edit's share of
-    what remains. Leaves the model edited by
+    forget gain − κ·retain loss within this edit's share of what remains. Leaves the model edited by
     the chosen η (0: unchanged). Retain is measured as agreement with θ0's predictions; with
     `keep_forgotten`, a step that lets an earlier forgotten concept back above the target is out of bounds.
 
@@ -140,16 +139,9 @@ def step_search(probe: Probe, c: Component, params: dict, direction: dict, base:
     if wins:
         best = min(wins, key=lambda t: t["eta"])
     else:
-        g0 = start.gap(p.goal)
-
         def gain(t):
-            """Forget progress − κ·retain lost: the share of FA's gap to the goal the step closed, read from the
-            forget items' margins (they move while a confident concept's probability stays near 1), else the
-            drop of the concept's probability."""
             m = t["measure"]
-            g1 = m.gap(p.goal)
-            closed = min(1.0, (g0 - g1) / g0) if g0 is not None and g1 is not None and 0 < g0 < math.inf else None
-            return (start.concept_p - m.concept_p if closed is None else closed) - p.kappa * (start.retain - m.retain)
+            return (start.concept_p - m.concept_p) - p.kappa * (start.retain - m.retain)
 
         partial = [t for t in tried if t["ok"] and t["measure"].concept_p < start.concept_p]
         best = max(partial, key=gain, default=None)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from huggingface_hub import hf_hub_download
 from safetensors.torch import load_file, save_file
-from transformers import AutoTokenizer, CLIPConfig
+from transformers import AutoTokenizer, CLIPConfig, CLIPModel
 
 from razor.components import Slice
 from razor.errors import ModelError
@@ -199,8 +199,6 @@ def tokenizer_for(source: str, cfg: dict):
 
 def load_openclip(source: str, dtype: torch.dtype, device: str):
     """(CLIPModel whose weights are views of the checkpoint's tensors, tokenizer, preprocessing, Layout)."""
-    from transformers import CLIPModel
-
     cfg, weights = read(source)
     tokenizer = tokenizer_for(source, cfg)
     config = clip_config(cfg, tokenizer)
