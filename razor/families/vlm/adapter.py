@@ -72,7 +72,8 @@ class LlavaAdapter:
         self.image_tokens = model.config.image_seq_length
         if self.anyres:  # the packed features' length, the same for every image of the preprocessing's size
             with torch.no_grad():
-                self.image_tokens = self.image_features(torch.zeros(1, 3, preprocess["size"], preprocess["size"])).shape[1]
+                blank = torch.zeros(1, 3, preprocess["size"], preprocess["size"], device=self.device, dtype=model.dtype)
+                self.image_tokens = self.image_features(blank).shape[1]
 
     # -- components (METHOD.md §1) -----------------------------------------------------------
     def used_vision_blocks(self) -> int:
