@@ -39,8 +39,8 @@ from pathlib import Path
 from razor.config import DTYPES
 from razor.io import atomic_path
 
-CONCEPT = {"clip": "objects:star", "sd": "styles:dotted", "vlm": "identities:hana"}
-TOWERS = {"clip": ("vision", "text"), "sd": ("text", "xattn"), "vlm": ("vision", "projector")}
+CONCEPT = {"clip": "objects:star", "sd": "styles:dotted", "sdxl": "styles:dotted", "vlm": "identities:hana"}
+TOWERS = {"clip": ("vision", "text"), "sd": ("text", "xattn"), "sdxl": ("text", "text_2", "xattn"), "vlm": ("vision", "projector")}
 ESD_STEPS = 10  # ESD-x (diffusion models only) is timed over this many steps: its cost per step
 SWEEP = ((8, 16), (16, 32), (32, 64), (64, 128))  # (forget, retain) sizes for the set-size runs
 

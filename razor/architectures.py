@@ -1,5 +1,5 @@
-"""Random-weight models of the real architectures — CLIP ViT-B/32 and ViT-L/14, Stable Diffusion 1.5,
-LLaVA-1.5, LLaVA-NeXT (the paper's LLaVA-1.6-8B) — built from their published configs and written as model folders (no download), so that
+"""Random-weight models of the real architectures — CLIP ViT-B/32 and ViT-L/14, Stable Diffusion 1.5
+and XL (base 1.0), LLaVA-1.5, LLaVA-NeXT (the paper's LLaVA-1.6-8B) — built from their published configs and written as model folders (no download), so that
 tests and `benchmarks/scale.py` run the real path at real size. `width` and `depth` (fractions)
 shrink hidden sizes and layer counts for a quick check of the same layout; head counts stay.
 The tokenizers are the demo world's (offline), whose ids fit the real vocabularies."""
@@ -16,6 +16,7 @@ from razor.demo.tokenizer import build_tokenizer as world_tokenizer
 from razor.demo.vlm import build_tokenizer as vlm_tokenizer
 from razor.errors import ModelError
 from razor.families.sd.adapter import SdAdapter, save_sd
+from razor.families.sdxl.adapter import SdxlAdapter
 from razor.io import atomic_dir
 
 # (hidden, intermediate, layers, heads) of the text tower; vision adds the patch size; then the projection
@@ -23,7 +24,7 @@ CLIP = {
     "clip-b32": dict(text=(512, 2048, 12, 8), vision=(768, 3072, 12, 12, 32), projection=512),
     "clip-l14": dict(text=(768, 3072, 12, 12), vision=(1024, 4096, 24, 16, 14), projection=768),
 }
-ARCHITECTURES = (*CLIP, "sd-1.5", "llava-1.5", "llava-next")
+ARCHITECTURES = (*CLIP, "sd-1.5", "sdxl", "llava-1.5", "llava-next")
 CLIP_VOCAB = 49408
 
 
@@ -67,23 +68,34 @@ def write_clip(name: str, folder: str | Path, image_size: int = 224, width: floa
     return Path(folder)
 
 
+def _vae(width: float, depth: float, sample_size: int, scaling: float):
+    """The SD / SDXL KL VAE (128/256/512/512 channels, factor 8)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=max(1, round(2 * depth)),
+                         block_out_channels=tuple(_scaled(c, width, 32) for c in (128, 256, 512, 512)),
+                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                         sample_size=sample_size * 8, scaling_factor=scaling)
+
+
+def _scheduler():
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                         set_alpha_to_one=False)
+
+
 def sd_parts(tokenizer, sample_size: int = 64, width: float = 1.0, depth: float = 1.0, vae: bool = True):
     """(text encoder, UNet, VAE or None, scheduler) of SD-1.5's layout: the ViT-L/14 text tower, the
     860 M-parameter UNet (320/640/1280/1280 channels, cross-attention 768) and the KL VAE (factor 8)."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
     from transformers import CLIPTextModel
 
     text = CLIPTextModel(clip_config("clip-l14", width=width, depth=depth, tokenizer=tokenizer).text_config)
     channels = tuple(_scaled(c, width, 32) for c in (320, 640, 1280, 1280))
     unet = UNet2DConditionModel(sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=max(1, round(2 * depth)),
                                 block_out_channels=channels, cross_attention_dim=text.config.hidden_size, attention_head_dim=8)
-    auto = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=max(1, round(2 * depth)),
-                         block_out_channels=tuple(_scaled(c, width, 32) for c in (128, 256, 512, 512)),
-                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                         sample_size=sample_size * 8, scaling_factor=0.18215) if vae else None
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                              set_alpha_to_one=False)
-    return text, unet, auto, scheduler
+    return text, unet, _vae(width, depth, sample_size, 0.18215) if vae else None, _scheduler()
 
 
 def write_sd(folder: str | Path, sample_size: int = 64, width: float = 1.0, depth: float = 1.0, vae: bool = True,
@@ -94,6 +106,48 @@ def write_sd(folder: str | Path, sample_size: int = 64, width: float = 1.0, dept
     text, unet, auto, scheduler = sd_parts(tokenizer, sample_size, width, depth, vae)
     with atomic_dir(Path(folder), "model_index.json") as tmp:
         save_sd(SdAdapter(text, tokenizer, unet, scheduler, auto), tmp)
+    return Path(folder)
+
+
+def sdxl_parts(tokenizer, sample_size: int = 128, width: float = 1.0, depth: float = 1.0):
+    """(text encoder, text encoder 2, UNet, VAE, scheduler) of SDXL-base-1.0's layout: the ViT-L/14 text
+    tower, OpenCLIP bigG's text tower with its projection (1280 wide, 32 layers, 20 heads), the 2.6 B-parameter
+    UNet (320/640/1280 channels, 1/2/10 transformer layers, 5/10/20 heads of 64, cross-attention 2048,
+    `text_time` added embedding) and the KL VAE (scaling 0.13025)."""
+    import math
+
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    layers = lambda n: max(1, round(n * depth))  # noqa: E731
+    text = CLIPTextModel(clip_config("clip-l14", width=width, depth=depth, tokenizer=tokenizer).text_config)
+    big = CLIPTextConfig(hidden_size=_scaled(1280, width, 20), intermediate_size=_scaled(5120, width, 20),
+                         num_hidden_layers=layers(32), num_attention_heads=20, projection_dim=_scaled(1280, width, 8),
+                         vocab_size=CLIP_VOCAB, max_position_embeddings=77, hidden_act="gelu",
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    text_2 = CLIPTextModelWithProjection(big)
+    heads, head_dim = (5, 10, 20), _scaled(64, width, 8)
+    channels = tuple(h * head_dim for h in heads)
+    time_dim = _scaled(256, width, 8)
+    unet = UNet2DConditionModel(
+        sample_size=sample_size, in_channels=4, out_channels=4, layers_per_block=layers(2),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), block_out_channels=channels,
+        transformer_layers_per_block=tuple(layers(n) for n in (1, 2, 10)), attention_head_dim=heads,
+        norm_num_groups=math.gcd(32, *channels), use_linear_projection=True,
+        cross_attention_dim=text.config.hidden_size + big.hidden_size, addition_embed_type="text_time",
+        addition_time_embed_dim=time_dim, projection_class_embeddings_input_dim=6 * time_dim + big.projection_dim)
+    return text, text_2, unet, _vae(width, depth, sample_size, 0.13025), _scheduler()
+
+
+def write_sdxl(folder: str | Path, sample_size: int = 128, width: float = 1.0, depth: float = 1.0, seed: int = 0) -> Path:
+    """A random SDXL-base-layout pipeline as a diffusers folder (model_index.json, safetensors parts)."""
+    torch.manual_seed(seed)
+    tokenizer = _tokenizer(77)
+    text, text_2, unet, auto, scheduler = sdxl_parts(tokenizer, sample_size, width, depth)
+    with atomic_dir(Path(folder), "model_index.json") as tmp:
+        save_sd(SdxlAdapter(text, text_2, tokenizer, tokenizer, unet, scheduler, auto), tmp)
     return Path(folder)
 
 
@@ -155,6 +209,8 @@ def write(name: str, folder: str | Path, **kw) -> Path:
         return write_clip(name, folder, **kw)
     if name == "sd-1.5":
         return write_sd(folder, **kw)
+    if name == "sdxl":
+        return write_sdxl(folder, **kw)
     if name in ("llava-1.5", "llava-next"):
         return write_llava(folder, **kw, next=name == "llava-next")
     raise ModelError(f"no architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")

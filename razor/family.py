@@ -37,8 +37,8 @@ class Family:
     towers: tuple[str, ...]  # the towers its components live in
     default_towers: tuple[str, ...]  # the candidates when a request names none
     methods: tuple[str, ...]  # the methods that can edit it
-    demo: str  # the name of its demo model (`--model demo-sd`)
-    demo_folder: Path
+    demo: str | None  # the name of its demo model (`--model demo-sd`), if it has one
+    demo_folder: Path | None
     parts: str  # the module holding the parts below (razor.families.<name>.parts)
     fixed: tuple[str, ...] = ()  # parameters the fine-tuning baselines leave alone (CLIP: the logit scale)
 

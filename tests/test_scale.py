@@ -48,6 +48,7 @@ def test_a_vit_b32_sized_clip_runs_one_razor_pass_within_3x_its_weights_plus_one
 
 @pytest.mark.parametrize("arch, kw, concept, towers", [
     ("sd-1.5", dict(sample_size=8, width=0.1, depth=0.5), "styles:dotted", ("text", "xattn")),
+    ("sdxl", dict(sample_size=4, width=1 / 16, depth=1 / 6), "styles:dotted", ("text", "text_2", "xattn")),
     ("llava-1.5", dict(image_size=56, width=1 / 16, depth=1 / 16), "identities:hana", ("vision", "projector")),
     ("llava-next", dict(image_size=56, width=1 / 16, depth=1 / 16), "identities:hana", ("vision", "projector")),
 ])
@@ -60,6 +61,10 @@ def test_a_random_model_of_a_real_layout_loads_from_its_folder_and_runs_a_razor_
         cfg = adapter.unet.config
         assert adapter.vae is not None and cfg.attention_head_dim == 8 and len(cfg.down_block_types) == 4
         assert cfg.cross_attention_dim == adapter.text_encoder.config.hidden_size
+    elif arch == "sdxl":
+        cfg = adapter.unet.config
+        assert adapter.vae is not None and tuple(cfg.attention_head_dim) == (5, 10, 20) and len(cfg.down_block_types) == 3
+        assert cfg.cross_attention_dim == adapter.width and cfg.addition_embed_type == "text_time"
     else:
         assert adapter.model.config.vision_feature_layer == -2 and adapter.model.config.text_config.num_attention_heads == 32
         assert adapter.anyres == (arch == "llava-next")

@@ -31,7 +31,7 @@ def esd_edit(task, p: EsdParams, progress: bool = True) -> EditResult:
         probe = of(a).probe(task)
     gen = torch.Generator().manual_seed(p.seed)
     with torch.no_grad():
-        empty = a.encode([""])
+        empty = a.unconditional(1)
     log = []
     bar = tqdm(range(1, p.max_steps + 1), desc="esd", disable=not progress, leave=False)
     with requires_grad_only(a.model, set(names)):
@@ -42,8 +42,8 @@ def esd_edit(task, p: EsdParams, progress: bool = True) -> EditResult:
                 x_t, t, _ = task.noised(batch)
                 with torch.no_grad():
                     states = a.encode(concept)
-                    e_c = frozen(x_t, t, encoder_hidden_states=states).sample
-                    e_u = frozen(x_t, t, encoder_hidden_states=empty.expand(len(batch), -1, -1)).sample
+                    e_c = a.eps(x_t, t, states, unet=frozen)
+                    e_u = a.eps(x_t, t, empty.expand(len(batch), -1, -1), unet=frozen)
                 loss = ((a.eps(x_t, t, states) - (e_u - p.eta * (e_c - e_u))) ** 2).mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

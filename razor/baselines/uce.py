@@ -52,7 +52,7 @@ def _aligned(adapter, prompt: str, guide: str) -> tuple[torch.Tensor, torch.Tens
     """The token states of `prompt` and `guide` from each one's last word to the end, trimmed to one length."""
     tok = adapter.tokenizer([prompt, guide], padding="max_length", max_length=adapter.tokenizer.model_max_length,
                             truncation=True, return_tensors="pt")
-    states = adapter.text_encoder(tok.input_ids.to(adapter.device)).last_hidden_state
+    states = adapter.token_states([prompt, guide])
     last = (tok.attention_mask.sum(1) - 2).tolist()  # the last word, before the end token
     n = states.shape[1] - max(last)
     return states[0, last[0]:last[0] + n], states[1, last[1]:last[1] + n]

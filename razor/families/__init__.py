@@ -7,16 +7,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from razor.errors import ModelError
-from razor.families import clip, sd, vlm
+from razor.families import clip, sd, sdxl, vlm
 from razor.family import Family
 from razor.model_config import config_files
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     clip.FAMILY,
     sd.FAMILY,
+    sdxl.FAMILY,
     vlm.FAMILY,
 )}
-DEMO_MODELS = {f.demo: f for f in FAMILIES.values()}  # `--model demo`, `demo-sd`, `demo-vlm`
+DEMO_MODELS = {f.demo: f for f in FAMILIES.values() if f.demo}  # `--model demo`, `demo-sd`, `demo-vlm`
 
 
 def of(adapter) -> Family:

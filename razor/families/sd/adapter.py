@@ -27,13 +27,14 @@ SUBFOLDERS = ("text_encoder", "tokenizer", "unet", "scheduler")
 SLOT = "<*>"  # where a learned word embedding goes in a prompt (encode_slots)
 
 
-def check_sd_folder(folder: Path) -> None:
-    """An SD folder: model_index.json, the four parts, and safetensors weights (pickles refused)."""
-    missing = [s for s in ("model_index.json", *SUBFOLDERS) if not (folder / s).exists()]
+def check_sd_folder(folder: Path, parts: tuple[str, ...] = SUBFOLDERS, weighted: tuple[str, ...] = ("text_encoder", "unet"),
+                    kind: str = "Stable Diffusion") -> None:
+    """A diffusers folder: model_index.json, its parts, and safetensors weights (pickles refused)."""
+    missing = [s for s in ("model_index.json", *parts) if not (folder / s).exists()]
     if missing:
-        raise ModelError(f"{folder} is not a Stable Diffusion folder (missing {', '.join(missing)}); "
-                         "it needs model_index.json, text_encoder/, tokenizer/, unet/ and scheduler/")
-    for part in ("text_encoder", "unet", *(["vae"] if (folder / "vae").is_dir() else [])):
+        raise ModelError(f"{folder} is not a {kind} folder (missing {', '.join(missing)}); "
+                         f"it needs model_index.json, {', '.join(p + '/' for p in parts)}")
+    for part in (*weighted, *(["vae"] if (folder / "vae").is_dir() else [])):
         if not any((folder / part).glob("*.safetensors")):
             raise ModelError(f"{folder / part} has no .safetensors weights; convert the checkpoint to safetensors")
         check_weight_files(folder / part)
@@ -65,23 +66,43 @@ def save_sd(adapter: "SdAdapter", folder: Path) -> None:
     source folder's image classifiers (`classifier/`, `judge/`: razor.families.sd.classifier) if it has them."""
     import diffusers
 
-    adapter.text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
-    adapter.tokenizer.save_pretrained(folder / "tokenizer")
-    adapter.unet.save_pretrained(folder / "unet", safe_serialization=True)
-    adapter.scheduler.save_pretrained(folder / "scheduler")
-    if adapter.vae is not None:
-        adapter.vae.save_pretrained(folder / "vae", safe_serialization=True)
-    index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": diffusers.__version__,
-             "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
-             "unet": ["diffusers", "UNet2DConditionModel"], "scheduler": ["diffusers", type(adapter.scheduler).__name__],
-             "vae": ["diffusers", "AutoencoderKL"] if adapter.vae is not None else [None, None],
-             "safety_checker": [None, None], "feature_extractor": [None, None],
-             "requires_safety_checker": False}
-    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    index = {"_class_name": adapter.pipeline, "_diffusers_version": diffusers.__version__}
+    for name, (part, library) in adapter.parts().items():
+        if part is not None:
+            part.save_pretrained(folder / name, **({"safe_serialization": True} if isinstance(part, torch.nn.Module) else {}))
+        index[name] = [library, type(part).__name__] if part is not None else [None, None]
+    (folder / "model_index.json").write_text(json.dumps(index | adapter.settings(), indent=2))
     for part in ("classifier", "judge"):
         shipped = Path(adapter.source) / part
         if adapter.source and shipped.is_dir():
             shutil.copytree(shipped, folder / part)
+
+
+def text_tower(name: str, key: str, encoder, n_layers: int | None = None) -> Tower:
+    """The tower of a CLIP text encoder held at `key` of the editable model: its first `n_layers`
+    blocks (default: all), those whose output the UNet reads."""
+    cfg = encoder.config
+    layers = next(n for n, _ in encoder.named_modules() if n.endswith("encoder.layers"))
+    return Tower(name, f"{key}.{layers}.{{}}", cfg.num_hidden_layers if n_layers is None else n_layers,
+                 cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads, CLIP_BLOCK)
+
+
+def _slotted(tok, texts: list[str], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids of texts holding SLOT marks (any id stands at a mark) and where the marks are."""
+    n = tok.model_max_length
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    ids, slots = [], []
+    for text in texts:
+        row, mark = [tok.bos_token_id], [False]
+        for i, piece in enumerate(text.split(SLOT)):
+            if i:
+                row, mark = row + [tok.bos_token_id], mark + [True]  # any id: its embedding is replaced
+            words_ids = tok(piece.strip(), add_special_tokens=False).input_ids if piece.strip() else []
+            row, mark = row + words_ids, mark + [False] * len(words_ids)
+        row, mark = row[:n - 1] + [tok.eos_token_id], mark[:n - 1] + [False]
+        ids.append(row + [pad] * (n - len(row)))
+        slots.append(mark + [False] * (n - len(mark)))
+    return torch.tensor(ids, device=device), torch.tensor(slots, device=device)
 
 
 def _index(spec: str) -> dict:
@@ -107,6 +128,18 @@ class SdAdapter:
         scale = self.factor if vae is None else 2 ** (len(vae.config.block_out_channels) - 1)
         self.preprocess = dict(size=unet.config.sample_size * scale, mean=(0.5,) * 3, std=(0.5,) * 3)  # → [-1, 1]
 
+    pipeline = "StableDiffusionPipeline"  # model_index.json's _class_name
+
+    def parts(self) -> dict[str, tuple[object, str]]:
+        """The pipeline's parts by subfolder (None where it has none) and the library each comes from."""
+        return dict(text_encoder=(self.text_encoder, "transformers"), tokenizer=(self.tokenizer, "transformers"),
+                    unet=(self.unet, "diffusers"), scheduler=(self.scheduler, "diffusers"), vae=(self.vae, "diffusers"),
+                    safety_checker=(None, None), feature_extractor=(None, None))
+
+    def settings(self) -> dict:
+        """model_index.json's pipeline settings."""
+        return {"requires_safety_checker": False}
+
     @property
     def text_encoder(self):
         return self.model["text_encoder"]
@@ -127,10 +160,10 @@ class SdAdapter:
         return dict(self.model.named_parameters())
 
     def blocks(self) -> list[torch.nn.Module]:
-        """The text encoder's blocks and the UNet's down, mid and up blocks (what gradient checkpointing recomputes)."""
-        u, (text,) = self.unet, self.towers()
-        return [*(self.model.get_submodule(text.block.format(i)) for i in range(text.n_layers)), *u.down_blocks,
-                *([u.mid_block] if u.mid_block else []), *u.up_blocks]
+        """The text encoders' blocks and the UNet's down, mid and up blocks (what gradient checkpointing recomputes)."""
+        u = self.unet
+        return [*(self.model.get_submodule(text.block.format(i)) for text in self.towers() for i in range(text.n_layers)),
+                *u.down_blocks, *([u.mid_block] if u.mid_block else []), *u.up_blocks]
 
     def noised(self, x0: torch.Tensor, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x_t, t, ε) for latents x0 with one fixed (t, ε) draw per seed (reproducible losses)."""
@@ -163,10 +196,7 @@ class SdAdapter:
 
     # -- components ----------------------------------------------------------------------------
     def towers(self) -> list[Tower]:
-        cfg = self.text_encoder.config
-        heads = cfg.num_attention_heads
-        return [Tower("text", "text_encoder.encoder.layers.{}", cfg.num_hidden_layers, heads, cfg.hidden_size // heads,
-                      CLIP_BLOCK)]
+        return [text_tower("text", "text_encoder", self.text_encoder)]
 
     def cross_attention(self) -> list[tuple[str, torch.nn.Module]]:
         """The UNet's text cross-attention modules (`attn2`), in module order."""
@@ -187,46 +217,64 @@ class SdAdapter:
         return out
 
     # -- text and noise ------------------------------------------------------------------------
+    def encoders(self) -> list[tuple[torch.nn.Module, object]]:
+        """(text encoder, its tokenizer), in the order their states are read."""
+        return [(self.text_encoder, self.tokenizer)]
+
+    def states(self, ids: list[torch.Tensor]) -> torch.Tensor:
+        """The text states the UNet reads, from each encoder's token ids: the last hidden states."""
+        return self.text_encoder(ids[0]).last_hidden_state
+
     def encode(self, prompts: list[str]) -> torch.Tensor:
-        """The text encoder's last hidden states of the prompts, padded to the tokenizer's length."""
-        ids = self.tokenizer(prompts, padding="max_length", max_length=self.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt").input_ids.to(self.device)
-        return self.text_encoder(ids).last_hidden_state
+        """The prompts' text states (`states`), padded to the tokenizer's length."""
+        return self.states([tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                                return_tensors="pt").input_ids.to(self.device) for _, tok in self.encoders()])
+
+    def token_states(self, prompts: list[str]) -> torch.Tensor:
+        """One state per token of each prompt, what the cross-attention's to_k / to_v read (UCE)."""
+        return self.encode(prompts)
+
+    def unconditional(self, n: int) -> torch.Tensor:
+        """The text states classifier-free guidance steers away from: the empty prompt's."""
+        return self.encode([""] * n)
+
+    def word_embeddings(self) -> torch.Tensor:
+        """The input word embeddings (vocabulary × width; several encoders' side by side): what a learned
+        word of `encode_slots` is one row of."""
+        tables = [enc.get_input_embeddings().weight.detach() for enc, _ in self.encoders()]
+        if len({len(t) for t in tables}) > 1:
+            raise ModelError(f"the text encoders' vocabularies differ ({', '.join(str(len(t)) for t in tables)} words); "
+                             "learned words need one vocabulary")
+        return torch.cat(tables, -1)
 
     def encode_slots(self, texts: list[str], words: torch.Tensor) -> torch.Tensor:
         """As `encode`, with learned word embeddings: each text's SLOT marks (k per text, in order) take
-        the rows of `words` (N×k×D) in place of a token's embedding (the attacks' soft prompts)."""
-        tok, n = self.tokenizer, self.tokenizer.model_max_length
-        ids, slots = [], []
-        for text in texts:
-            row, mark = [tok.bos_token_id], [False]
-            for i, piece in enumerate(text.split(SLOT)):
-                if i:
-                    row, mark = row + [tok.bos_token_id], mark + [True]  # any id: its embedding is replaced
-                words_ids = tok(piece.strip(), add_special_tokens=False).input_ids if piece.strip() else []
-                row, mark = row + words_ids, mark + [False] * len(words_ids)
-            row, mark = row[:n - 1] + [tok.eos_token_id], mark[:n - 1] + [False]
-            pad = n - len(row)
-            ids.append(row + [tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id] * pad)
-            slots.append(mark + [False] * pad)
-        ids, slots = torch.tensor(ids, device=self.device), torch.tensor(slots, device=self.device)
-        if int(slots.sum()) != words.shape[0] * words.shape[1]:
-            raise ValueError(f"{int(slots.sum())} {SLOT} marks fit in {n} tokens; {tuple(words.shape[:2])} words were given")
+        the rows of `words` (N×k×D, D the width of `word_embeddings`: each encoder its own columns) in
+        place of a token's embedding (the attacks' soft prompts)."""
+        marked = [_slotted(tok, texts, self.device) for _, tok in self.encoders()]
+        if any(int(slots.sum()) != words.shape[0] * words.shape[1] for _, slots in marked):
+            raise ValueError(f"{int(marked[0][1].sum())} {SLOT} marks fit in the tokenizers' lengths; "
+                             f"{tuple(words.shape[:2])} words were given")
+        widths = [enc.get_input_embeddings().embedding_dim for enc, _ in self.encoders()]
 
-        def put(module, inputs, out):
-            out = out.clone()
-            out[slots] = words.reshape(-1, words.shape[-1]).to(out)
-            return out
+        def put(slots, rows):
+            def hook(module, inputs, out):
+                out = out.clone()
+                out[slots] = rows.reshape(-1, rows.shape[-1]).to(out)
+                return out
+            return hook
 
-        hook = self.text_encoder.get_input_embeddings().register_forward_hook(put)
+        hooks = [enc.get_input_embeddings().register_forward_hook(put(slots, rows))
+                 for (enc, _), (_, slots), rows in zip(self.encoders(), marked, words.split(widths, -1))]
         try:
-            return self.text_encoder(ids).last_hidden_state
+            return self.states([ids for ids, _ in marked])
         finally:
-            hook.remove()
+            for h in hooks:
+                h.remove()
 
-    def eps(self, x: torch.Tensor, t: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-        """The UNet's noise prediction ε_θ(x_t, t, text)."""
-        return self.unet(x, t, encoder_hidden_states=states).sample
+    def eps(self, x: torch.Tensor, t: torch.Tensor, states: torch.Tensor, unet=None) -> torch.Tensor:
+        """The noise prediction ε_θ(x_t, t, text) of the UNet (or of `unet`, a copy of it: ESD's frozen one)."""
+        return (unet or self.unet)(x, t, encoder_hidden_states=states).sample
 
     def to_latents(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [-1, 1] → what the UNet denoises (scaled VAE latents, or unshuffled pixels)."""
@@ -272,7 +320,7 @@ class SdAdapter:
         sched = DDIMScheduler.from_config(self.scheduler.config)
         sched.set_timesteps(steps)
         n = len(cond)
-        cond, uncond = cond.detach(), self.encode([""] * n)
+        cond, uncond = cond.detach(), self.unconditional(n)
         z = self.noise(seeds) * sched.init_noise_sigma
 
         def denoise() -> torch.Tensor:

@@ -81,7 +81,7 @@ def judged(task, prompts: list[str], words: torch.Tensor, seeds: list[int]) -> f
 def adversarial_prompt(task, p: AttackParams) -> list[tuple[dict, float]]:
     """Per concept prompt, `prompt_tokens` learned embeddings before it (seeded from random words)."""
     distinct = list(dict.fromkeys(concept_prompts(task)[0]))
-    emb = task.adapter.text_encoder.get_input_embeddings().weight.detach()
+    emb = task.adapter.word_embeddings()
     gen = torch.Generator().manual_seed(p.seed)
     start = emb[torch.randint(len(emb), (len(distinct), p.prompt_tokens), generator=gen)]
     lead = " ".join([SLOT] * p.prompt_tokens)
@@ -95,7 +95,7 @@ def adversarial_prompt(task, p: AttackParams) -> list[tuple[dict, float]]:
 
 def concept_inversion(task, p: AttackParams) -> list[tuple[dict, float]]:
     """One learned word (seeded at the mean word embedding) in the concept word's place."""
-    emb = task.adapter.text_encoder.get_input_embeddings().weight.detach()
+    emb = task.adapter.word_embeddings()
     a = canvas.AXES.index(task.axis)
     slot, other = canvas.AXES[a][:-1], canvas.AXES[1 - a][:-1]  # "style" / "object": PROMPT's fields
 
