@@ -1,7 +1,7 @@
 """How the cost of unlearning grows with model size and with the forget / retain sets (issue: real-size models).
 
-Random-weight models of real architectures (`razor.architectures`): CLIP ViT-B/32 and ViT-L/14 and an
-SD-1.5-sized text encoder + UNet. On each, RAZOR (one pass: rank → cache → edit), SLUG and one epoch
+Random-weight models of real architectures (`razor.architectures`): CLIP ViT-B/32 and ViT-L/14, an
+SD-1.5-sized text encoder + UNet, SDXL-base and SD3-medium (no T5), LLaVA-1.5 and LLaVA-NeXT. On each, RAZOR (one pass: rank → cache → edit), SLUG and one epoch
 of graddiff over the same forget and retain sets; then RAZOR on ViT-B/32 with growing sets. Each run
 is its own process (peaks do not mix), with glibc's mmap threshold fixed so that resident memory
 follows the live allocations. Prints a table of seconds per stage and peak memory, writes
@@ -13,6 +13,9 @@ scale.json and scale.png (cost against size).
     python benchmarks/scale.py --one sd-1.5 --method esd        # ESD-x's cost per step at SD-1.5 size
     python benchmarks/scale.py --archs llava-1.5,llava-next --methods razor,slug --sets-arch '' --device cuda --dtype bf16
                                                                 # the VLM rows: 7-8 B parameters, a GPU node only
+    python benchmarks/scale.py --archs sdxl,sd3-medium --methods razor --sets-arch '' --dtype bf16 --out benchmarks/results/scale-sd
+                                                                # SDXL (3.5 B) and SD3-medium (2.9 B) on CPU in bf16;
+                                                                # on a GPU node: --device cuda --sample-size 128
 
 Random weights carry no concept, so RAZOR is measured as one round stage by stage — rank, cache,
 the top component's step search (2 probes) — the cost of a pass, not of reaching a target. The SD model samples at 64 px on CPU
@@ -39,8 +42,10 @@ from pathlib import Path
 from razor.config import DTYPES
 from razor.io import atomic_path
 
-CONCEPT = {"clip": "objects:star", "sd": "styles:dotted", "sdxl": "styles:dotted", "vlm": "identities:hana"}
-TOWERS = {"clip": ("vision", "text"), "sd": ("text", "xattn"), "sdxl": ("text", "text_2", "xattn"), "vlm": ("vision", "projector")}
+CONCEPT = {"clip": "objects:star", "sd": "styles:dotted", "sdxl": "styles:dotted", "sd3": "styles:dotted",
+           "vlm": "identities:hana"}
+TOWERS = {"clip": ("vision", "text"), "sd": ("text", "xattn"), "sdxl": ("text", "text_2", "xattn"),
+          "sd3": ("text", "text_2", "ctx"), "vlm": ("vision", "projector")}
 ESD_STEPS = 10  # ESD-x (diffusion models only) is timed over this many steps: its cost per step
 SWEEP = ((8, 16), (16, 32), (32, 64), (64, 128))  # (forget, retain) sizes for the set-size runs
 

@@ -1,5 +1,5 @@
-"""Random-weight models of the real architectures — CLIP ViT-B/32 and ViT-L/14, Stable Diffusion 1.5
-and XL (base 1.0), LLaVA-1.5, LLaVA-NeXT (the paper's LLaVA-1.6-8B) — built from their published configs and written as model folders (no download), so that
+"""Random-weight models of the real architectures — CLIP ViT-B/32 and ViT-L/14, Stable Diffusion 1.5,
+XL (base 1.0) and 3 (medium, without T5), LLaVA-1.5, LLaVA-NeXT (the paper's LLaVA-1.6-8B) — built from their published configs and written as model folders (no download), so that
 tests and `benchmarks/scale.py` run the real path at real size. `width` and `depth` (fractions)
 shrink hidden sizes and layer counts for a quick check of the same layout; head counts stay.
 The tokenizers are the demo world's (offline), whose ids fit the real vocabularies."""
@@ -16,6 +16,7 @@ from razor.demo.tokenizer import build_tokenizer as world_tokenizer
 from razor.demo.vlm import build_tokenizer as vlm_tokenizer
 from razor.errors import ModelError
 from razor.families.sd.adapter import SdAdapter, save_sd
+from razor.families.sd3.adapter import Sd3Adapter
 from razor.families.sdxl.adapter import SdxlAdapter
 from razor.io import atomic_dir
 
@@ -24,7 +25,7 @@ CLIP = {
     "clip-b32": dict(text=(512, 2048, 12, 8), vision=(768, 3072, 12, 12, 32), projection=512),
     "clip-l14": dict(text=(768, 3072, 12, 12), vision=(1024, 4096, 24, 16, 14), projection=768),
 }
-ARCHITECTURES = (*CLIP, "sd-1.5", "sdxl", "llava-1.5", "llava-next")
+ARCHITECTURES = (*CLIP, "sd-1.5", "sdxl", "sd3-medium", "llava-1.5", "llava-next")
 CLIP_VOCAB = 49408
 
 
@@ -151,6 +152,48 @@ def write_sdxl(folder: str | Path, sample_size: int = 128, width: float = 1.0, d
     return Path(folder)
 
 
+def sd3_parts(tokenizer, sample_size: int = 128, width: float = 1.0, depth: float = 1.0):
+    """(text encoder, text encoder 2, MMDiT, VAE, scheduler) of SD3-medium's layout without T5: CLIP ViT-L/14's
+    and OpenCLIP bigG's text towers with their projections, the 2 B-parameter `SD3Transformer2DModel` (24 blocks,
+    24 heads of 64, context 4096 wide, pooled 2048, patch 2, 16 latent channels), the 16-channel KL VAE
+    (scaling 1.5305, shift 0.0609) and the flow-matching Euler scheduler (shift 3)."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    layers = lambda n: max(1, round(n * depth))  # noqa: E731
+    ids = dict(vocab_size=CLIP_VOCAB, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
+               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    large = CLIPTextConfig(hidden_size=_scaled(768, width, 12), intermediate_size=_scaled(3072, width, 12),
+                           num_hidden_layers=layers(12), num_attention_heads=12, projection_dim=_scaled(768, width, 12),
+                           hidden_act="quick_gelu", **ids)
+    big = CLIPTextConfig(hidden_size=_scaled(1280, width, 20), intermediate_size=_scaled(5120, width, 20),
+                         num_hidden_layers=layers(32), num_attention_heads=20, projection_dim=_scaled(1280, width, 20),
+                         hidden_act="gelu", **ids)
+    heads, head_dim = 24, _scaled(64, width, 8)
+    transformer = SD3Transformer2DModel(
+        sample_size=sample_size, patch_size=2, in_channels=16, out_channels=16, num_layers=layers(24),
+        attention_head_dim=head_dim, num_attention_heads=heads, joint_attention_dim=_scaled(4096, width, 8),
+        caption_projection_dim=heads * head_dim, pooled_projection_dim=large.projection_dim + big.projection_dim,
+        pos_embed_max_size=max(192, sample_size // 2))
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=16, layers_per_block=max(1, round(2 * depth)),
+                        block_out_channels=tuple(_scaled(c, width, 32) for c in (128, 256, 512, 512)),
+                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                        sample_size=sample_size * 8, scaling_factor=1.5305, shift_factor=0.0609,
+                        use_quant_conv=False, use_post_quant_conv=False)
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)
+    return CLIPTextModelWithProjection(large), CLIPTextModelWithProjection(big), transformer, vae, scheduler
+
+
+def write_sd3(folder: str | Path, sample_size: int = 128, width: float = 1.0, depth: float = 1.0, seed: int = 0) -> Path:
+    """A random SD3-medium-layout pipeline (no T5) as a diffusers folder (model_index.json, safetensors parts)."""
+    torch.manual_seed(seed)
+    tokenizer = _tokenizer(77)
+    text, text_2, transformer, vae, scheduler = sd3_parts(tokenizer, sample_size, width, depth)
+    with atomic_dir(Path(folder), "model_index.json") as tmp:
+        save_sd(Sd3Adapter(text, text_2, tokenizer, tokenizer, transformer, scheduler, vae), tmp)
+    return Path(folder)
+
+
 def llava_config(tokenizer, image_size: int = 336, width: float = 1.0, depth: float = 1.0):
     """LLaVA-1.5-7B's layout: CLIP ViT-L/14-336 (features of the second-to-last block), a two-layer
     GELU projector, a Llama-2-7B language model (4096 hidden, 32 layers, 32 heads)."""
@@ -211,6 +254,8 @@ def write(name: str, folder: str | Path, **kw) -> Path:
         return write_sd(folder, **kw)
     if name == "sdxl":
         return write_sdxl(folder, **kw)
+    if name == "sd3-medium":
+        return write_sd3(folder, **kw)
     if name in ("llava-1.5", "llava-next"):
         return write_llava(folder, **kw, next=name == "llava-next")
     raise ModelError(f"no architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")

@@ -82,7 +82,7 @@ def service_timeouts() -> None:
 
 @main.command()
 @click.option("--model", default="demo", show_default=True,
-              help="demo (CLIP), demo-vlm (LLaVA-style), demo-sd (Stable Diffusion), a local folder, or a hub id")
+              help="demo (CLIP), demo-vlm (LLaVA-style), demo-sd (Stable Diffusion), demo-sd3 (SD3-style), a local folder, or a hub id")
 @click.option("--data", type=click.Path(dir_okay=False), help="Parquet manifest (default: the demo world)")
 @click.option("--forget", required=True, help="the concept: a label, or axis:label (a VLM: labels of one axis joined by +)")
 @click.option("--method", default="razor", show_default=True,
@@ -226,6 +226,24 @@ def train_sd(data, out, steps, minutes, classifier_steps, judge_steps, seed):
 
     record = run(out, data, seed=seed, steps=steps, minutes=minutes, classifier_steps=classifier_steps,
                  judge_steps=judge_steps)
+    acc = ", ".join(f"{k} {v:.3f}" for k, v in record["generated_accuracy"].items())
+    click.echo(f"trained {record['steps']} steps in {record['seconds']:.0f}s; generated images labelled right: {acc}; "
+               f"saved to {out}")
+
+
+@demo.command("train-sd3")
+@click.option("--data", type=click.Path(dir_okay=False), help="Parquet manifest (default: the demo world)")
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--steps", default=6000, show_default=True, type=click.IntRange(min=1))
+@click.option("--minutes", default=35.0, show_default=True, type=click.FloatRange(min=0), help="stop training after this long")
+@click.option("--seed", default=0, show_default=True, type=SEED)
+@friendly
+def train_sd3(data, out, steps, minutes, seed):
+    """Train the demo SD3-style model (a tiny pixel-space MMDiT on the demo CLIP's text tower, by flow matching) on
+    objects × styles; it ships the demo SD model's classifier/ and judge/."""
+    from razor.demo.sd3 import train_sd3 as run
+
+    record = run(out, data, seed=seed, steps=steps, minutes=minutes)
     acc = ", ".join(f"{k} {v:.3f}" for k, v in record["generated_accuracy"].items())
     click.echo(f"trained {record['steps']} steps in {record['seconds']:.0f}s; generated images labelled right: {acc}; "
                f"saved to {out}")

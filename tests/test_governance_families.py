@@ -1,5 +1,5 @@
 """Governance for every family with the real stack: two requests in a row through `razor intake` on
-the demo diffusion model and on the demo VLM. Each promoted version is a full model folder in its
+the demo diffusion model, the demo SD3-style model and the demo VLM. Each promoted version is a full model folder in its
 family's layout that loads back bit-identical to its registered weights; rollback, the gate and
 the audit work as for CLIP. The requests are the committed demo requests, so each must also meet
 its family's bar through every stage."""
@@ -25,15 +25,19 @@ pytestmark = pytest.mark.stack
 
 CHAINS = {  # each chain: a committed demo request from the base model, then another on its v1
     "sd-demo-sd": ("demo-sd-style-noisy", "demo-sd-object-star"),
+    "sd3-demo-sd3": ("demo-sd3-style-noisy", "demo-sd3-object-star"),
     "vlm-demo-vlm": ("demo-vlm-identity-hana", "demo-vlm-identities-hana-ivan"),
 }
-FORGETS = {"demo-sd-object-star": "objects:star", "demo-sd-style-noisy": "styles:noisy"}
+FORGETS = {"demo-sd-object-star": "objects:star", "demo-sd-style-noisy": "styles:noisy",
+           "demo-sd3-object-star": "objects:star", "demo-sd3-style-noisy": "styles:noisy"}
 # Measured (2 CPU cores, these requests): the SD chain passes params.yaml's gate (FA ≤ 0.10, utility within 8 points):
 # the object on the SD v1 (the style already erased) reaches UA 0.94, the chain's utility ends 4.5 points below the
 # base model's. hana + ivan on the VLM v1 reaches FA 0.02 but the chain's utility ends 9.4 points below the base
 # model's: the default gate refuses that second version, rightly; this chain tests governance, so its gate allows it.
-GATE = {"sd-demo-sd": {}, "vlm-demo-vlm": {"  utility_tolerance: 0.08": "  utility_tolerance: 0.10"}}
+GATE = {"sd-demo-sd": {}, "sd3-demo-sd3": {}, "vlm-demo-vlm": {"  utility_tolerance: 0.08": "  utility_tolerance: 0.10"}}
 LAYOUT = {"sd-demo-sd": ("model_index.json", "text_encoder", "unet", "scheduler", "tokenizer", "classifier"),
+          "sd3-demo-sd3": ("model_index.json", "text_encoder", "text_encoder_2", "transformer", "scheduler", "tokenizer_2",
+                           "classifier", "judge"),
           "vlm-demo-vlm": ("config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json")}
 
 
@@ -76,16 +80,21 @@ def test_each_request_meets_its_familys_bar_through_every_stage(chain):
         before, after = report["before"], report["after"]
         delta = Delta.load(ws.stage_dir(rid, "edit") / "delta.safetensors")
         assert report["components"] and delta.params
-        if name == "sd-demo-sd":
+        if name in ("sd-demo-sd", "sd3-demo-sd3"):
             assert list(before) == list(after) == ["ua", "ira", "cra", "ua_q8", "ua_q4", "ua_paraphrase"]
             assert all(0 <= v <= 1 for v in [*before.values(), *after.values()])
             assert report["forget"] == FORGETS[rid]
             assert before["ua"] <= 0.25 and after["ua"] >= 0.90, report
             assert after["ira"] >= before["ira"] - 0.10 and after["cra"] >= before["cra"] - 0.10, report
             assert report["judge"].endswith("judge (LabelNet)")  # the model's own judge (carried by each version's folder)
-            assert all(c.startswith(("text.", "xattn.")) for c in report["components"])
-            assert all(n.startswith("text_encoder.") or n.endswith((".attn2.to_k.weight", ".attn2.to_v.weight"))
-                       for n in delta.params)
+            if name == "sd-demo-sd":
+                assert all(c.startswith(("text.", "xattn.")) for c in report["components"])
+                assert all(n.startswith("text_encoder.") or n.endswith((".attn2.to_k.weight", ".attn2.to_v.weight"))
+                           for n in delta.params)
+            else:  # both CLIP encoders and the joint attention's context stream
+                assert all(c.startswith(("text.", "text_2.", "ctx.")) for c in report["components"])
+                assert all(n.startswith(("text_encoder.", "text_encoder_2.")) or ".attn.add_" in n or ".attn.to_add_out." in n
+                           for n in delta.params)
             assert ws.plot(rid, "image_grid.png").is_file()
         else:
             assert list(before) == list(after) == ["fa", "utility", "fa_q8", "fa_q4"]
@@ -114,7 +123,7 @@ def test_a_version_loads_with_mlflow_alone_and_answers_in_its_familys_terms(chai
     ws, name, _ = chain
     model = mlflow.pyfunc.load_model(f"models:/{name}/2")
     assert registry.weights_sha256(model.unwrap_python_model().adapter.model) == registry.chain(name, "2")[-1].tags["razor.weights_sha256"]
-    if name == "sd-demo-sd":
+    if name in ("sd-demo-sd", "sd3-demo-sd3"):
         out = model.predict(pd.DataFrame({"prompt": ["a noisy star", "a dotted circle", "a noisy star"], "seed": [0, 1, 0]}))
         images = [Image.open(io.BytesIO(b)) for b in out["image"]]
         assert all(im.format == "PNG" and im.size[0] > 0 for im in images) and out["image"][0] == out["image"][2]

@@ -49,6 +49,7 @@ def test_a_vit_b32_sized_clip_runs_one_razor_pass_within_3x_its_weights_plus_one
 @pytest.mark.parametrize("arch, kw, concept, towers", [
     ("sd-1.5", dict(sample_size=8, width=0.1, depth=0.5), "styles:dotted", ("text", "xattn")),
     ("sdxl", dict(sample_size=4, width=1 / 16, depth=1 / 6), "styles:dotted", ("text", "text_2", "xattn")),
+    ("sd3-medium", dict(sample_size=4, width=1 / 16, depth=1 / 8), "styles:dotted", ("text", "text_2", "ctx")),
     ("llava-1.5", dict(image_size=56, width=1 / 16, depth=1 / 16), "identities:hana", ("vision", "projector")),
     ("llava-next", dict(image_size=56, width=1 / 16, depth=1 / 16), "identities:hana", ("vision", "projector")),
 ])
@@ -61,6 +62,10 @@ def test_a_random_model_of_a_real_layout_loads_from_its_folder_and_runs_a_razor_
         cfg = adapter.unet.config
         assert adapter.vae is not None and cfg.attention_head_dim == 8 and len(cfg.down_block_types) == 4
         assert cfg.cross_attention_dim == adapter.text_encoder.config.hidden_size
+    elif arch == "sd3-medium":
+        cfg = adapter.transformer.config
+        assert adapter.vae is not None and cfg.num_attention_heads == 24 and cfg.in_channels == 16
+        assert adapter.vae.config.shift_factor == 0.0609 and type(adapter.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
     elif arch == "sdxl":
         cfg = adapter.unet.config
         assert adapter.vae is not None and tuple(cfg.attention_head_dim) == (5, 10, 20) and len(cfg.down_block_types) == 3

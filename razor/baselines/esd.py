@@ -22,9 +22,9 @@ from razor.memory import requires_grad_only
 def esd_edit(task, p: EsdParams, progress: bool = True) -> EditResult:
     a = task.adapter
     params = a.parameters()
-    names = [n for n in params if ".attn2." in n]
+    names = a.text_attention()
     base = {n: params[n].detach().clone() for n in names}
-    frozen = copy.deepcopy(a.unet).eval().requires_grad_(False)
+    frozen = copy.deepcopy(a.denoiser).eval().requires_grad_(False)
     opt = torch.optim.Adam([params[n] for n in names], lr=p.lr)
     timing = defaultdict(float)  # seconds: training steps, probe measurements
     with timed(timing, "probes"):
@@ -42,9 +42,9 @@ def esd_edit(task, p: EsdParams, progress: bool = True) -> EditResult:
                 x_t, t, _ = task.noised(batch)
                 with torch.no_grad():
                     states = a.encode(concept)
-                    e_c = a.eps(x_t, t, states, unet=frozen)
-                    e_u = a.eps(x_t, t, empty.expand(len(batch), -1, -1), unet=frozen)
-                loss = ((a.eps(x_t, t, states) - (e_u - p.eta * (e_c - e_u))) ** 2).mean()
+                    e_c = a.predict(x_t, t, states, denoiser=frozen)
+                    e_u = a.predict(x_t, t, empty.expand(len(batch), -1, -1), denoiser=frozen)
+                loss = ((a.predict(x_t, t, states) - (e_u - p.eta * (e_c - e_u))) ** 2).mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

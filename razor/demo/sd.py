@@ -164,7 +164,7 @@ def train_sd(out: str | Path, manifest_path: str | Path | None = None, seed: int
         ids = torch.where(torch.rand(batch_size, generator=gen) < 0.1, torch.tensor(empty), ids)
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, 1000, (batch_size,), generator=gen)
-        loss = nnf.mse_loss(adapter.eps(scheduler.add_noise(x0, noise, t), t, states[ids]), noise)
+        loss = nnf.mse_loss(adapter.predict(scheduler.add_noise(x0, noise, t), t, states[ids]), noise)
         opt.zero_grad()
         loss.backward()
         opt.step()

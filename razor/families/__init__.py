@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from razor.errors import ModelError
-from razor.families import clip, sd, sdxl, vlm
+from razor.families import clip, sd, sd3, sdxl, vlm
 from razor.family import Family
 from razor.model_config import config_files
 
@@ -15,6 +15,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     clip.FAMILY,
     sd.FAMILY,
     sdxl.FAMILY,
+    sd3.FAMILY,
     vlm.FAMILY,
 )}
 DEMO_MODELS = {f.demo: f for f in FAMILIES.values() if f.demo}  # `--model demo`, `demo-sd`, `demo-vlm`

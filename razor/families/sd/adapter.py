@@ -114,9 +114,10 @@ class SdAdapter:
 
     family = "sd"
     layout = None  # deltas name its parameters (razor.delta)
+    denoiser_key = "unet"  # where the denoiser is in the editable model (and its pipeline folder)
 
     def __init__(self, text_encoder, tokenizer, unet, scheduler, vae=None, source: str = ""):
-        self.model = torch.nn.ModuleDict(dict(text_encoder=text_encoder, unet=unet))
+        self.model = torch.nn.ModuleDict({"text_encoder": text_encoder, self.denoiser_key: unet})
         self.tokenizer = tokenizer
         self.scheduler = scheduler
         self.vae = vae
@@ -145,16 +146,21 @@ class SdAdapter:
         return self.model["text_encoder"]
 
     @property
+    def denoiser(self):
+        """What predicts the noise (or the flow's velocity) from the noised latents and the text states."""
+        return self.model[self.denoiser_key]
+
+    @property
     def unet(self):
-        return self.model["unet"]
+        return self.denoiser
 
     @property
     def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
+        return next(self.denoiser.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
+        return next(self.denoiser.parameters()).dtype
 
     def parameters(self) -> dict[str, torch.nn.Parameter]:
         return dict(self.model.named_parameters())
@@ -184,19 +190,28 @@ class SdAdapter:
     def forget_noise(self, x_t: torch.Tensor, t: torch.Tensor, concept: list[str],
                      frozen_anchor_eps: torch.Tensor) -> torch.Tensor:
         """F (noise): −‖ε_θ(x_t, t, concept) − ε_θ0(x_t, t, anchor)‖², the gap toward the anchor's prediction."""
-        return -((self.eps(x_t, t, self.encode(concept)) - frozen_anchor_eps) ** 2).mean()
+        return -((self.predict(x_t, t, self.encode(concept)) - frozen_anchor_eps) ** 2).mean()
 
     def retain_loss(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, captions: list[str]) -> torch.Tensor:
         """R: the ε-prediction denoising loss on retain image–caption pairs."""
-        return nnf.mse_loss(self.eps(x_t, t, self.encode(captions)), eps)
+        return nnf.mse_loss(self.predict(x_t, t, self.encode(captions)), eps)
 
     def drift_penalty(self, x_t: torch.Tensor, t: torch.Tensor, neutral: list[str], frozen_eps: torch.Tensor) -> torch.Tensor:
         """M: the drift of the noise prediction on neutral prompts, ‖ε_θ − ε_θ0‖²."""
-        return ((self.eps(x_t, t, self.encode(neutral)) - frozen_eps) ** 2).mean()
+        return ((self.predict(x_t, t, self.encode(neutral)) - frozen_eps) ** 2).mean()
 
     # -- components ----------------------------------------------------------------------------
     def towers(self) -> list[Tower]:
         return [text_tower("text", "text_encoder", self.text_encoder)]
+
+    def text_attention(self) -> list[str]:
+        """The parameters of the denoiser's attention to the text (what ESD-x tunes): the UNet's `attn2`."""
+        return [n for n in self.parameters() if ".attn2." in n]
+
+    def text_maps(self) -> dict[str, str]:
+        """The weights that read the text states directly, each with what it reads ("tokens": one state per
+        token; "pooled": one per prompt): UCE's closed-form edit. Here every cross-attention's to_k / to_v."""
+        return {f"{n}.{proj}.weight": "tokens" for n, _ in self.cross_attention() for proj in ("to_k", "to_v")}
 
     def cross_attention(self) -> list[tuple[str, torch.nn.Module]]:
         """The UNet's text cross-attention modules (`attn2`), in module order."""
@@ -272,25 +287,27 @@ class SdAdapter:
             for h in hooks:
                 h.remove()
 
-    def eps(self, x: torch.Tensor, t: torch.Tensor, states: torch.Tensor, unet=None) -> torch.Tensor:
-        """The noise prediction ε_θ(x_t, t, text) of the UNet (or of `unet`, a copy of it: ESD's frozen one)."""
-        return (unet or self.unet)(x, t, encoder_hidden_states=states).sample
+    def predict(self, x: torch.Tensor, t: torch.Tensor, states: torch.Tensor, denoiser=None) -> torch.Tensor:
+        """The noise prediction ε_θ(x_t, t, text) of the UNet (or of `denoiser`, a copy of it: ESD's frozen one)."""
+        return (denoiser or self.unet)(x, t, encoder_hidden_states=states).sample
 
     def to_latents(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [-1, 1] → what the UNet denoises (scaled VAE latents, or unshuffled pixels)."""
         if self.vae is not None:
-            return self.vae.encode(images.to(self.device, self.dtype)).latent_dist.mean * self.vae.config.scaling_factor
+            z = self.vae.encode(images.to(self.device, self.dtype)).latent_dist.mean
+            return (z - (self.vae.config.get("shift_factor") or 0)) * self.vae.config.scaling_factor
         return nnf.pixel_unshuffle(images.to(self.device, self.dtype), self.factor)
 
     def from_latents(self, z: torch.Tensor) -> torch.Tensor:
         """The inverse of `to_latents`: images in [-1, 1]."""
         if self.vae is not None:
-            return self.vae.decode(z / self.vae.config.scaling_factor).sample.clamp(-1, 1)
+            z = z / self.vae.config.scaling_factor + (self.vae.config.get("shift_factor") or 0)
+            return self.vae.decode(z).sample.clamp(-1, 1)
         return nnf.pixel_shuffle(z, self.factor).clamp(-1, 1)
 
     def latent_shape(self) -> tuple[int, int, int]:
-        s = self.unet.config.sample_size
-        return (self.unet.config.in_channels, s, s)
+        s = self.denoiser.config.sample_size
+        return (self.denoiser.config.in_channels, s, s)
 
     def noise(self, seeds: list[int]) -> torch.Tensor:
         """Initial latents: one fixed draw per seed (the same seed gives the same image)."""
@@ -304,30 +321,35 @@ class SdAdapter:
         `states`: the prompts' text states given (learned words: encode_slots) instead of encoded;
         `remember`: read each batch back from the output store (razor.memo) when these weights drew
         it before from the same text states and noise."""
-        weights = memo.weights_key([self.unet] + ([self.vae] if self.vae is not None else [])) if remember else None
+        weights = memo.weights_key([self.denoiser] + ([self.vae] if self.vae is not None else [])) if remember else None
         out = []
         for s in range(0, len(prompts), batch_size):
             cond = self.encode(prompts[s:s + batch_size]) if states is None else states[s:s + batch_size]
             out.append(self._sample(cond, seeds[s:s + batch_size], steps, guidance, weights))
         return torch.cat(out)
 
-    def _sample(self, cond: torch.Tensor, seeds: list[int], steps: int, guidance: float,
-                weights: str | None = None) -> torch.Tensor:
-        """One batch from its text states `cond`; `weights` (the UNet's and VAE's memo.weights_key;
-        the text encoder is in the text states): read back from the output store when it was drawn before."""
+    def sampler(self, steps: int):
+        """A fresh scheduler set to `steps` sampling steps: DDIM from the model's noise schedule."""
         from diffusers import DDIMScheduler
 
         sched = DDIMScheduler.from_config(self.scheduler.config)
         sched.set_timesteps(steps)
+        return sched
+
+    def _sample(self, cond: torch.Tensor, seeds: list[int], steps: int, guidance: float,
+                weights: str | None = None) -> torch.Tensor:
+        """One batch from its text states `cond`; `weights` (the UNet's and VAE's memo.weights_key;
+        the text encoder is in the text states): read back from the output store when it was drawn before."""
+        sched = self.sampler(steps)
         n = len(cond)
         cond, uncond = cond.detach(), self.unconditional(n)
-        z = self.noise(seeds) * sched.init_noise_sigma
+        z = self.noise(seeds) * getattr(sched, "init_noise_sigma", 1.0)
 
         def denoise() -> torch.Tensor:
             x = z
             for t in sched.timesteps:
                 tt = t.expand(n).to(self.device)
-                e_c, e_u = self.eps(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([cond, uncond])).chunk(2)
+                e_c, e_u = self.predict(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([cond, uncond])).chunk(2)
                 x = sched.step(e_u + guidance * (e_c - e_u), t, x).prev_sample
             return self.from_latents(x)
 

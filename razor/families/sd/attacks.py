@@ -60,7 +60,7 @@ def learn_words(task, p: AttackParams, words: torch.Tensor, texts: Callable) -> 
         for step in range(1, max(p.word_steps) + 1):
             batch = task.forget.subset(torch.randint(len(task.forget), (p.batch_size,), generator=gen))
             x_t, t, eps = a.noised(a.to_latents(batch.pixels), torch.randint(2 ** 31, (len(batch),), generator=gen).tolist())
-            loss = nnf.mse_loss(a.eps(x_t, t, a.encode_slots(*texts(item_pairs(task, batch), words))), eps)
+            loss = nnf.mse_loss(a.predict(x_t, t, a.encode_slots(*texts(item_pairs(task, batch), words))), eps)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

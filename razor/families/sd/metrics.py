@@ -66,14 +66,16 @@ def worded(pairs: list[tuple[str, str]], axis: str, wording: str) -> list[str]:
     return [wording.format(p[a], **{AXES[1 - a]: p[1 - a]}) for p in pairs]
 
 
-def scores(drawn: Drawn, axis: str, label: str) -> dict[str, float]:
-    """UA, IRA and CRA of the concept `axis:label` on drawn images."""
+def scores(drawn: Drawn, axis: str, label: str, forgotten: tuple[tuple[str, str], ...] = ()) -> dict[str, float]:
+    """UA, IRA and CRA of the concept `axis:label` on drawn images; IRA and CRA leave out the prompts that
+    name a concept the model already `forgot` ((axis, label) pairs: a chain's earlier requests), whose
+    loss is intended."""
     if axis not in AXES:
         raise ValueError(f"UnlearnCanvas concepts are styles or objects, not {axis!r}")
     a = AXES.index(axis)
     b, other = 1 - a, AXES[1 - a]
     concept = [i for i, p in enumerate(drawn.pairs) if p[a] == label]
-    rest = [i for i, p in enumerate(drawn.pairs) if p[a] != label]
+    rest = others(drawn.pairs, axis, label, forgotten)
     if not concept:
         raise ValueError(f"no prompt names {axis}:{label}")
     return dict(ua=1 - sum(drawn.said[axis][i] == label for i in concept) / len(concept),
@@ -81,13 +83,24 @@ def scores(drawn: Drawn, axis: str, label: str) -> dict[str, float]:
                 cra=sum(drawn.said[other][i] == drawn.pairs[i][b] for i in rest) / len(rest))
 
 
+def others(pairs: list[tuple[str, str]], axis: str, label: str, forgotten: tuple[tuple[str, str], ...] = ()) -> list[int]:
+    """The prompts IRA and CRA count: those naming neither the concept nor a concept already forgotten."""
+    return [i for i, p in enumerate(pairs) if p[AXES.index(axis)] != label
+            and not any(p[AXES.index(fa)] == fl for fa, fl in forgotten if fa in AXES)]
+
+
+def forgotten_of(task) -> tuple[tuple[str, str], ...]:
+    """(axis, label) of each concept the task's model already forgot."""
+    return tuple((a, task.labels[a][i]) for a, i in task.kept_ids())
+
+
 def measure(adapter, classifier, axis: str, label: str, seeds: int = SEEDS, steps: int = STEPS,
-            guidance: float = GUIDANCE, bits: tuple[int, ...] = BITS,
-            wordings: tuple[str, ...] = ()) -> tuple[dict[str, float], Drawn]:
+            guidance: float = GUIDANCE, bits: tuple[int, ...] = BITS, wordings: tuple[str, ...] = (),
+            forgotten: tuple[tuple[str, str], ...] = ()) -> tuple[dict[str, float], Drawn]:
     """`ua, ira, cra`, `ua_q{b}` for each of `bits` and `ua_paraphrase` (the mean UA over
     `wordings`, if any), and the full-precision images."""
     drawn = draw(adapter, classifier, seeds, steps, guidance)
-    out = scores(drawn, axis, label)
+    out = scores(drawn, axis, label, forgotten)
 
     def ua(**how) -> float:
         concept = draw(adapter, classifier, seeds, steps, guidance, only=(axis, label), **how)
@@ -112,11 +125,14 @@ def evaluate(task, reference: Drawn | None = None, seed: int = 0, bits=BITS) -> 
     (`reference`, `seed`: unused, the noise is fixed per prompt); "utility_per_axis" holds IRA and
     CRA under their axes' names."""
     heldout = tuple(w for w in task.wordings("heldout") if set(fields(w)) <= set(AXES))
-    out, drawn = measure(task.adapter, task.judge, task.axis, task.label, bits=bits, wordings=heldout)
+    forgotten = forgotten_of(task)
+    out, drawn = measure(task.adapter, task.judge, task.axis, task.label, bits=bits, wordings=heldout,
+                         forgotten=forgotten)
     other = AXES[1 - AXES.index(task.axis)]
     out["utility_per_axis"] = {task.axis: out["ira"], other: out["cra"]}
     concept = sum(p[AXES.index(task.axis)] == task.label for p in drawn.pairs)
-    out["counts"] = dict(ua=concept, ira=len(drawn.pairs) - concept, cra=len(drawn.pairs) - concept)
+    rest = len(others(drawn.pairs, task.axis, task.label, forgotten))
+    out["counts"] = dict(ua=concept, ira=rest, cra=rest)
     if heldout:
         out["counts"]["ua_paraphrase"] = concept * len(heldout)
     out["quantized"] = {str(b): dict(ua=out[f"ua_q{b}"]) for b in bits}
@@ -125,7 +141,7 @@ def evaluate(task, reference: Drawn | None = None, seed: int = 0, bits=BITS) -> 
 
 def forget_and_utility(task) -> tuple[float, float]:
     """The share of concept images the judge still labels the concept (1 − UA) and the mean of IRA and CRA."""
-    out, _ = measure(task.adapter, task.judge, task.axis, task.label, bits=())
+    out, _ = measure(task.adapter, task.judge, task.axis, task.label, bits=(), forgotten=forgotten_of(task))
     return 1 - out["ua"], (out["ira"] + out["cra"]) / 2
 
 

@@ -56,7 +56,7 @@ class SdTask(Task):
                 for batch in pairs.batches(self.batch_size):
                     concept, anchor = self.prompts_of(batch, axis)
                     x_t, t, _ = self.noised(batch)
-                    eps = self.adapter.eps(x_t, t, self.adapter.encode(anchor))
+                    eps = self.adapter.predict(x_t, t, self.adapter.encode(anchor))
                     self.anchor_eps |= {f"{axis}/{i}": e for i, e in zip(batch.item_ids, eps)}
                     todo = [p for p in dict.fromkeys(concept + anchor) if p not in self.states]
                     if todo:
@@ -93,4 +93,4 @@ class SdTask(Task):
     @torch.no_grad()
     def frozen_output(self, batch: Pairs) -> torch.Tensor:
         x_t, t, _ = self.noised(batch)
-        return self.adapter.eps(x_t, t, self.adapter.encode(batch.captions))
+        return self.adapter.predict(x_t, t, self.adapter.encode(batch.captions))

@@ -123,6 +123,6 @@ class SdxlAdapter(SdAdapter):
         size = self.preprocess["size"]
         return torch.tensor([size, size, 0, 0, size, size], device=self.device, dtype=self.dtype).expand(n, 6)
 
-    def eps(self, x: torch.Tensor, t: torch.Tensor, states: torch.Tensor, unet=None) -> torch.Tensor:
+    def predict(self, x: torch.Tensor, t: torch.Tensor, states: torch.Tensor, denoiser=None) -> torch.Tensor:
         cond = dict(text_embeds=states[:, -1, :self.pooled], time_ids=self.time_ids(len(x)))
-        return (unet or self.unet)(x, t, encoder_hidden_states=states[:, :-1], added_cond_kwargs=cond).sample
+        return (denoiser or self.unet)(x, t, encoder_hidden_states=states[:, :-1], added_cond_kwargs=cond).sample

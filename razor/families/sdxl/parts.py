@@ -1,5 +1,5 @@
 """What the Stable Diffusion XL family gives the shared machinery: its adapter, and the SD family's
-parts for everything that does not depend on how text becomes the UNet's condition."""
+parts for everything that does not depend on how text becomes the denoiser's condition."""
 
 from razor.families.sd.adapter import save_sd as save
 from razor.families.sd.attacks import ATTACKS as attacks
