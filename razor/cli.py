@@ -234,7 +234,7 @@ def train_sd(data, out, steps, minutes, classifier_steps, judge_steps, seed):
 @demo.command("train-sd3")
 @click.option("--data", type=click.Path(dir_okay=False), help="Parquet manifest (default: the demo world)")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
-@click.option("--steps", default=6000, show_default=True, type=click.IntRange(min=1))
+@click.option("--steps", default=8000, show_default=True, type=click.IntRange(min=1))
 @click.option("--minutes", default=35.0, show_default=True, type=click.FloatRange(min=0), help="stop training after this long")
 @click.option("--seed", default=0, show_default=True, type=SEED)
 @friendly

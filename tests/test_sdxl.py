@@ -4,15 +4,13 @@ import json
 
 import pytest
 import torch
-from click.testing import CliRunner
 
 from razor.architectures import sdxl_parts, write
-from razor.cli import main
-from razor.delta import Delta
 from razor.errors import ModelError
 from razor.families import detect, load_model, save_model
 from razor.families.sd.adapter import SLOT
 from razor.families.sdxl.adapter import SdxlAdapter
+from tests.diffusion import unlearn
 
 
 @pytest.fixture(scope="module")
@@ -113,20 +111,9 @@ def test_an_sdxl_folder_with_a_missing_part_or_another_models_unet_is_refused(ti
 @pytest.mark.parametrize("method, touched", [("razor", None), ("uce", ".attn2.to_"), ("esd", ".attn2.")])
 def test_razor_unlearn_on_an_sdxl_folder_reports_the_sd_familys_metrics_and_edits_only_what_it_names(
         tiny_sdxl, demo_manifest, tmp_path, method, touched):
-    out = tmp_path / "run"
-    params = {"razor": ["probes=2", "max_rounds=1", "forget_target=0.0"], "esd": ["max_steps=2", "eval_every=1"],
-              "uce": []}[method]
-    args = ["unlearn", "--model", str(tiny_sdxl), "--data", str(demo_manifest), "--forget", "objects:star",
-            "--method", method, *(x for p in params for x in ("--param", p)), "--out", str(out), "--json"]
-    res = CliRunner().invoke(main, args)
-    assert res.exit_code == 0, res.output
-    report = json.loads(res.output[res.output.index("{"):])
+    report, changed, delta = unlearn(tiny_sdxl, demo_manifest, "objects:star", method, tmp_path / "run")
     for side in ("before", "after"):
         assert list(report[side]) == ["ua", "ira", "cra", "ua_q8", "ua_q4", "ua_paraphrase"]
-    delta = Delta.load(out / "delta.safetensors")
-    base, edited = load_model(str(tiny_sdxl)), load_model(str(tiny_sdxl))
-    delta.apply_to(edited)
-    changed = {n for n, p in edited.parameters().items() if not torch.equal(p, base.parameters()[n])}
     assert changed <= set(delta.params)  # bit-identical outside the delta
     if touched:
         assert changed and all(touched in n for n in changed)

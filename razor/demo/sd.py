@@ -115,6 +115,54 @@ def shape_items(manifest: Manifest) -> Manifest:
     return manifest.filter(lambda r: bool(r.get("objects")) and bool(r.get("styles")))
 
 
+def fit(adapter, images: torch.Tensor, captions: list[str], named: list[str], loss, seed: int, steps: int,
+        batch_size: int, lr: float, minutes: float, canonical: float, ema: float, progress: bool, desc: str) -> tuple[int, float]:
+    """The demo diffusion recipe's loop, for the adapter's denoiser (the text encoders frozen): each image's
+    caption, a `canonical` share of them replaced by its evaluation prompt `named`, 10 % dropped to "" for
+    classifier-free guidance; `loss(x0, text states, generator, step)`; AdamW with warm-up and cosine decay;
+    the weights kept as an EMA (decay `ema`, warmed up) and put in place at the end; stops after `minutes`.
+    Returns (steps done, seconds)."""
+    model = adapter.denoiser
+    unique = sorted(set(captions) | set(named) | {""})
+    with torch.no_grad():
+        states = torch.cat([adapter.encode(unique[i:i + 256]) for i in range(0, len(unique), 256)])
+    caption_id = torch.tensor([unique.index(c) for c in captions])
+    named_id = torch.tensor([unique.index(c) for c in named])
+    empty = unique.index("")
+    latents = adapter.to_latents(images)
+    shadow = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+
+    def warmup_cosine(s: int) -> float:
+        return min(1.0, (s + 1) / 200) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine)
+    gen = torch.Generator().manual_seed(seed)
+    t0, done = time.perf_counter(), 0
+    model.train()
+    for step in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
+        pick = torch.randint(len(latents), (batch_size,), generator=gen)
+        ids = torch.where(torch.rand(batch_size, generator=gen) < canonical, named_id[pick], caption_id[pick])
+        ids = torch.where(torch.rand(batch_size, generator=gen) < 0.1, torch.tensor(empty), ids)
+        value = loss(latents[pick], states[ids], gen, step)
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            for e, p in zip(shadow, model.parameters()):
+                e.lerp_(p, 1 - min(ema, (1 + step) / (10 + step)))
+        done = step + 1
+        if time.perf_counter() - t0 > minutes * 60:
+            break
+    seconds = time.perf_counter() - t0
+    with torch.no_grad():
+        for e, p in zip(shadow, model.parameters()):
+            p.copy_(e)
+    model.eval()
+    return done, seconds
+
+
 def train_sd(out: str | Path, manifest_path: str | Path | None = None, seed: int = 0, steps: int = 2400,
              batch_size: int = 32, lr: float = 1e-3, minutes: float = 28.0, canonical: float = 0.5, ema: float = 0.999,
              unet: dict | None = None, classifier_steps: int = 600, judge_steps: int = 1200,
@@ -141,45 +189,14 @@ def train_sd(out: str | Path, manifest_path: str | Path | None = None, seed: int
                               clip_sample=False)
     sampler = DDIMScheduler.from_config(scheduler.config, clip_sample=True)  # x0 clipped to [-1, 1] while sampling
     adapter = SdAdapter(text, tokenizer, unet, sampler, None, "demo-sd")
-    unique = sorted(set(captions) | set(named) | {""})
-    with torch.no_grad():
-        states = torch.cat([adapter.encode(unique[i:i + 256]) for i in range(0, len(unique), 256)])
-    caption_id = torch.tensor([unique.index(c) for c in captions])
-    named_id = torch.tensor([unique.index(c) for c in named])
-    empty = unique.index("")
-    latents = adapter.to_latents(images)
-    shadow = [p.detach().clone() for p in unet.parameters()]
-    opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
-    def warmup_cosine(s: int) -> float:
-        return min(1.0, (s + 1) / 200) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine)
-    gen = torch.Generator().manual_seed(seed)
-    t0, done = time.perf_counter(), 0
-    unet.train()
-    for step in tqdm(range(steps), desc="train demo SD", disable=not progress, leave=False):
-        pick = torch.randint(len(latents), (batch_size,), generator=gen)
-        x0 = latents[pick]
-        ids = torch.where(torch.rand(batch_size, generator=gen) < canonical, named_id[pick], caption_id[pick])
-        ids = torch.where(torch.rand(batch_size, generator=gen) < 0.1, torch.tensor(empty), ids)
+    def loss(x0: torch.Tensor, states: torch.Tensor, gen: torch.Generator, step: int) -> torch.Tensor:
         noise = torch.randn(x0.shape, generator=gen)
-        t = torch.randint(0, 1000, (batch_size,), generator=gen)
-        loss = nnf.mse_loss(adapter.predict(scheduler.add_noise(x0, noise, t), t, states[ids]), noise)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            for e, p in zip(shadow, unet.parameters()):
-                e.lerp_(p, 1 - min(ema, (1 + step) / (10 + step)))
-        done = step + 1
-        if time.perf_counter() - t0 > minutes * 60:
-            break
-    seconds = time.perf_counter() - t0
-    with torch.no_grad():
-        for e, p in zip(shadow, unet.parameters()):
-            p.copy_(e)
-    unet.eval()
+        t = torch.randint(0, 1000, (len(x0),), generator=gen)
+        return nnf.mse_loss(adapter.predict(scheduler.add_noise(x0, noise, t), t, states), noise)
+
+    done, seconds = fit(adapter, images, captions, named, loss, seed, steps, batch_size, lr, minutes, canonical, ema,
+                        progress, "train demo SD")
     net = train_classifier(images, train.rows, seed, classifier_steps)
     accuracy = evaluate_sd(adapter, NetClassifier(net))
     judge, judged = train_judge(seed + 1, judge_steps)

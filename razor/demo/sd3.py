@@ -17,20 +17,17 @@ guidance; σ drawn logit-normal (SD3's), the velocity ε − x0 regressed; the w
 from __future__ import annotations
 
 import json
-import math
 import shutil
-import time
 import zlib
 from pathlib import Path
 
 import torch
 import torch.nn.functional as nnf
-from tqdm import tqdm
 
 from razor.data import load_images, read_manifest
 from razor.demo import DEMO_CLIP, DEMO_SD
 from razor.demo.dataset import demo_manifest
-from razor.demo.sd import evaluate_sd, shape_items
+from razor.demo.sd import evaluate_sd, fit, shape_items
 from razor.families.sd import metrics as canvas
 from razor.families.sd.adapter import save_sd
 from razor.families.sd.classifier import NetClassifier
@@ -59,7 +56,7 @@ def text_encoder():
     return text.eval().requires_grad_(False)
 
 
-def train_sd3(out: str | Path, manifest_path: str | Path | None = None, seed: int = 0, steps: int = 6000,
+def train_sd3(out: str | Path, manifest_path: str | Path | None = None, seed: int = 0, steps: int = 8000,
               batch_size: int = 32, lr: float = 1e-3, minutes: float = 35.0, canonical: float = 0.5, ema: float = 0.999,
               transformer: dict | None = None, progress: bool = True) -> dict:
     """Train the demo SD3-style model on the train split's shape images and write it to `out` (atomically)
@@ -81,44 +78,13 @@ def train_sd3(out: str | Path, manifest_path: str | Path | None = None, seed: in
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
     adapter = Sd3Adapter(text, text_encoder(), tokenizer, tokenizer, model, scheduler, None, "demo-sd3",
                          max_sequence_length=MAX_SEQUENCE_LENGTH)
-    unique = sorted(set(captions) | set(named) | {""})
-    with torch.no_grad():
-        states = torch.cat([adapter.encode(unique[i:i + 256]) for i in range(0, len(unique), 256)])
-    caption_id = torch.tensor([unique.index(c) for c in captions])
-    named_id = torch.tensor([unique.index(c) for c in named])
-    empty = unique.index("")
-    latents = adapter.to_latents(images)
-    shadow = [p.detach().clone() for p in model.parameters()]
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
 
-    def warmup_cosine(s: int) -> float:
-        return min(1.0, (s + 1) / 200) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    def loss(x0: torch.Tensor, states: torch.Tensor, gen: torch.Generator, step: int) -> torch.Tensor:
+        x_t, t, v = adapter.noised(x0, [zlib.crc32(f"{seed}/{step}/{i}".encode()) for i in range(len(x0))])
+        return nnf.mse_loss(adapter.predict(x_t, t, states), v)
 
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine)
-    gen = torch.Generator().manual_seed(seed)
-    t0, done = time.perf_counter(), 0
-    model.train()
-    for step in tqdm(range(steps), desc="train demo SD3", disable=not progress, leave=False):
-        pick = torch.randint(len(latents), (batch_size,), generator=gen)
-        ids = torch.where(torch.rand(batch_size, generator=gen) < canonical, named_id[pick], caption_id[pick])
-        ids = torch.where(torch.rand(batch_size, generator=gen) < 0.1, torch.tensor(empty), ids)
-        x_t, t, v = adapter.noised(latents[pick], [zlib.crc32(f"{seed}/{step}/{i}".encode()) for i in range(batch_size)])
-        loss = nnf.mse_loss(adapter.predict(x_t, t, states[ids]), v)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            for e, p in zip(shadow, model.parameters()):
-                e.lerp_(p, 1 - min(ema, (1 + step) / (10 + step)))
-        done = step + 1
-        if time.perf_counter() - t0 > minutes * 60:
-            break
-    seconds = time.perf_counter() - t0
-    with torch.no_grad():
-        for e, p in zip(shadow, model.parameters()):
-            p.copy_(e)
-    model.eval()
+    done, seconds = fit(adapter, images, captions, named, loss, seed, steps, batch_size, lr, minutes, canonical, ema,
+                        progress, "train demo SD3")
     judged = {part: evaluate_sd(adapter, NetClassifier.load(DEMO_SD / part)) for part in ("classifier", "judge")}
     info = dict(seed=seed, steps=done, batch_size=batch_size, lr=lr, canonical=canonical, ema=ema,
                 seconds=round(seconds, 1), manifest_sha256=sha256_file(manifest.path),
