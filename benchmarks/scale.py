@@ -13,12 +13,16 @@ scale.json and scale.png (cost against size).
     python benchmarks/scale.py --one sd-1.5 --method esd        # ESD-x's cost per step at SD-1.5 size
     python benchmarks/scale.py --archs llava-1.5,llava-next --methods razor,slug --sets-arch '' --device cuda --dtype bf16
                                                                 # the VLM rows: 7-8 B parameters, a GPU node only
-    python benchmarks/scale.py --archs sdxl,sd3-medium --methods razor --sets-arch '' --dtype bf16 --out benchmarks/results/scale-sd
-                                                                # SDXL (3.5 B) and SD3-medium (2.9 B) on CPU in bf16;
-                                                                # on a GPU node: --device cuda --sample-size 128
+    python benchmarks/scale.py --archs sd3-medium,sdxl --methods razor --sets-arch '' --dtype bf16 --probes 0 \
+        --out benchmarks/results/scale-sd --resume              # SD3-medium (2.9 B) and SDXL (3.5 B) on CPU in bf16,
+                                                                # rank and cache only: the probe's 48 images of 10
+                                                                # steps at SD3-medium size ran 25 min on CPU unfinished;
+                                                                # on a GPU node: --device cuda --sample-size 128 --probes 2
 
 Random weights carry no concept, so RAZOR is measured as one round stage by stage — rank, cache,
-the top component's step search (2 probes) — the cost of a pass, not of reaching a target. The SD model samples at 64 px on CPU
+the probe's first measurement of θ0 (each probe of the search draws the same images again), the top
+component's step search (2 probes) — the cost of a pass, not of reaching a target. `--resume` keeps the
+rows OUT/scale.json holds. The SD model samples at 64 px on CPU
 (`--sample-size 8`, latents 8×8; SD-1.5's own is 64): parameter count is real, image size is not.
 `results/scale/` holds the last CPU run (2 cores; SLUG on SD-1.5 was stopped after 25 minutes;
 graddiff on SD-1.5 needs about 21 GiB — five times its weights and one batch — and is skipped
@@ -59,7 +63,7 @@ def rss_mb() -> float:
 
 
 def one(arch: str, method: str, forget: int, retain: int, batch: int, device: str, dtype: str, sample_size: int,
-        checkpointing: bool) -> dict:
+        checkpointing: bool, probes: int = 2) -> dict:
     """One run in this process: the model folder, the task, one batch's activations, the method."""
     import psutil
     import torch
@@ -98,13 +102,13 @@ def one(arch: str, method: str, forget: int, retain: int, batch: int, device: st
                     f"{psutil.virtual_memory().available / 2**30:.0f} GiB free")
     if method == "razor":
         with measure() as cost:
-            timing = razor_pass(task, RazorParams(towers=TOWERS[fam], probes=2))
+            timing = razor_pass(task, RazorParams(towers=TOWERS[fam], probes=max(1, probes)), probes)
     elif method == "esd":  # a few steps, then one probe: the cost of one step
         with measure() as cost:
             result = run_method(method, task, EsdParams(max_steps=ESD_STEPS, eval_every=10**6, batch_size=batch), progress=False)
         timing = dict(result.timing, **{"per step": result.timing["training"] / result.rounds[-1]["step"]})
     else:
-        p = (SlugParams(towers=TOWERS[fam], probes=2) if method == "slug" else
+        p = (SlugParams(towers=TOWERS[fam], probes=max(1, probes)) if method == "slug" else
              TrainParams(max_steps=math.ceil(len(task.forget) / batch), eval_every=10**6))  # graddiff: one epoch
         with measure() as cost:
             timing = run_method(method, task, p, progress=False).timing
@@ -115,10 +119,10 @@ def one(arch: str, method: str, forget: int, retain: int, batch: int, device: st
                 peak_mb=peak, baseline_mb=base)
 
 
-def razor_pass(task, p) -> dict:
-    """One RAZOR round, stage by stage: rank (g_f, g_r, scores), cache (θ0's outputs, the probe), and
-    the step search of the top-ranked component — run even where a random model has nothing to
-    forget, which would end the edit before its first step."""
+def razor_pass(task, p, probes: int) -> dict:
+    """One RAZOR round, stage by stage: rank (g_f, g_r, scores), cache (θ0's outputs), the probe's first
+    measurement and the step search of the top-ranked component with `probes` probes (0: stop after the
+    cache) — run even where a random model has nothing to forget, which would end the edit before its first step."""
     from razor.config import EditParams, RankParams
     from razor.editing import candidates, direction, rank, step_search
     from razor.families import of
@@ -129,8 +133,13 @@ def razor_pass(task, p) -> dict:
     ranking = rank(task, p.part(RankParams))
     timing["gradients"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    probe = of(task.adapter).probe(task, build_cache(task))
+    cache = build_cache(task)
     timing["cache"] = time.perf_counter() - t0
+    if not probes:
+        return timing
+    t0 = time.perf_counter()
+    probe = of(task.adapter).probe(task, cache)
+    timing["probe"] = time.perf_counter() - t0  # θ0's validation measures: what each probe of the search costs again
     c = candidates(task.adapter, p.towers, p.granularity)[ranking.selection[0]]
     d = direction(list(c.params), ranking.g_f, ranking.g_r, None, p.part(EditParams))
     ranking.g_f = ranking.g_r = {}  # as the edit does: the step search holds only d
@@ -143,7 +152,7 @@ def razor_pass(task, p) -> dict:
 def spawn(args, arch: str, method: str, forget: int, retain: int) -> dict:
     """`one` in a fresh process (its JSON on the last line of stdout)."""
     cmd = [sys.executable, __file__, "--one", arch, "--method", method, "--forget", str(forget), "--retain", str(retain),
-           "--batch", str(args.batch), "--device", args.device, "--dtype", args.dtype, "--sample-size", str(args.sample_size)]
+           "--batch", str(args.batch), "--device", args.device, "--dtype", args.dtype, "--sample-size", str(args.sample_size), "--probes", str(args.probes)]
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", HF_HUB_OFFLINE="1")
     out = subprocess.run(cmd + (["--gradient-checkpointing"] if args.gradient_checkpointing else []), env=env,
                          capture_output=True, text=True)
@@ -152,7 +161,7 @@ def spawn(args, arch: str, method: str, forget: int, retain: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-HEADER = ("| model | method | params (M) | forget/retain | load s | gradients / cache / step search s | total s | "
+HEADER = ("| model | method | params (M) | forget/retain | load s | gradients / cache / probe / step search s | total s | "
           "ms per M params | weights MB | one batch's activations MB | peak MB | peak / weights | "
           "(peak − activations) / weights |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 
@@ -161,7 +170,7 @@ def row(r: dict) -> str:
     if "skipped" in r:
         return f"| {r['arch']} | {r['method']} | skipped: {r['skipped']} |"
     s = r["seconds"]
-    stages = " / ".join(f"{s[k]:.1f}" if k in s else "–" for k in ("gradients", "cache", "step search"))
+    stages = " / ".join(f"{s[k]:.1f}" if k in s else "–" for k in ("gradients", "cache", "probe", "step search"))
     return (f"| {r['arch']} | {r['method']} | {r['params_m']:.0f} | {r['forget']}/{r['retain']} | {s['load']:.1f} | "
             f"{stages} | {s['total']:.1f} | {1e3 * s['total'] / r['params_m']:.0f} | {r['weights_mb']:.0f} | "
             f"{r['activations_mb']:.0f} | {r['peak_mb']:.0f} | {r['peak_mb'] / r['weights_mb']:.2f} | "
@@ -217,14 +226,17 @@ def main():
     ap.add_argument("--dtype", default="fp32", choices=DTYPES)
     ap.add_argument("--sample-size", type=int, default=8, help="the SD UNet's latent size (SD-1.5: 64)")
     ap.add_argument("--gradient-checkpointing", action="store_true")
+    ap.add_argument("--probes", type=int, default=2, help="RAZOR's and SLUG's step-search probes (RAZOR: 0 stops after "
+                    "the cache)")
     ap.add_argument("--out", default="benchmarks/results/scale")
     ap.add_argument("--one", help="run one architecture in this process and print its JSON")
     ap.add_argument("--method", default="razor")
     ap.add_argument("--report", action="store_true", help="print the table and redraw the plot of OUT/scale.json")
+    ap.add_argument("--resume", action="store_true", help="keep the runs OUT/scale.json holds, run only the others")
     args = ap.parse_args()
     if args.one:
         print(json.dumps(one(args.one, args.method, args.forget, args.retain, args.batch, args.device, args.dtype,
-                             args.sample_size, args.gradient_checkpointing)))
+                             args.sample_size, args.gradient_checkpointing, args.probes)))
         return
 
     out = Path(args.out)
@@ -237,9 +249,13 @@ def main():
     todo = [("size", arch, method, args.forget, args.retain) for arch in filter(None, args.archs.split(","))
             for method in filter(None, args.methods.split(","))]
     todo += [("sets", args.sets_arch, "razor", f, r) for f, r in (SWEEP if args.sets_arch else ())]
-    runs = []
+    runs = json.loads((out / "scale.json").read_text()) if args.resume and (out / "scale.json").is_file() else []
+    done = {(r["sweep"], r["arch"], r["method"], r.get("forget"), r.get("retain")) for r in runs}
+    print("".join(row(r) + "\n" for r in runs), end="", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     for sweep, arch, method, forget, retain in todo:
+        if (sweep, arch, method, forget, retain) in done:
+            continue
         runs.append(dict(spawn(args, arch, method, forget, retain), sweep=sweep))
         print(row(runs[-1]), flush=True)
         with atomic_path(out / "scale.json") as tmp:  # what has run so far, should it be stopped

@@ -2,17 +2,18 @@
 
 CLIP: every object, style and identity with razor, slug, graddiff, plus the retrain oracle on two
 labels per axis (cached under RAZOR_HOME/oracles, so a re-run does not retrain). VLM: every
-identity with razor, slug, graddiff. SD: every style and object with razor, slug, esd, uce. Every
-method runs at its defaults: RAZOR and SLUG share forget_target 0.05 and retain_tolerance 0.06,
-graddiff stops at the same forget_target; no request is tuned.
+identity with razor, slug, graddiff. SD and SD3: every style and object with razor, slug, esd, uce.
+Every method runs at its defaults (its family's, where the family sets some: razor/families/*/__init__.py):
+RAZOR and SLUG share forget_target 0.05 and retain_tolerance 0.06, graddiff stops at the same
+forget_target; no request is tuned.
 
 Each run is one `razor unlearn --json` process whose report is written, whole or not at all, to
 benchmarks/results/sweep/runs/<family>/<axis>-<label>--<method>.json; a run whose file exists is
 skipped, so a killed sweep resumes where it stopped. Then table.md (every run, each bound ✓/✗),
 summary.json and one plot per family (utility drop and stability against FA, per label and method).
-`--search` sets RAZOR's and SLUG's step search (`search` in razor/config.py, default predict); another
-than the default writes to benchmarks/results/sweep-<search>/ instead.
-Usage: python benchmarks/sweep.py [--families clip,vlm,sd] [--methods razor,slug] [--labels star,hana]
+`--search` sets RAZOR's and SLUG's step search (`search` in razor/config.py) for every family and writes to
+benchmarks/results/sweep-<search>/ instead.
+Usage: python benchmarks/sweep.py [--families clip,vlm,sd,sd3] [--methods razor,slug] [--labels star,hana]
                                   [--search bisect|predict] [--report]  (only rebuild the table and plots)
 """
 
@@ -26,7 +27,6 @@ from pathlib import Path
 from runs import unlearn_json
 from tqdm import tqdm
 
-from razor.config import SearchParams
 from razor.demo import world
 from razor.io import atomic_path
 
@@ -35,10 +35,12 @@ FAMILIES = {  # family → (model, axes, methods)
     "clip": ("demo", ("objects", "styles", "identities"), ("razor", "slug", "graddiff", "retrain")),
     "vlm": ("demo-vlm", ("identities",), ("razor", "slug", "graddiff")),
     "sd": ("demo-sd", ("styles", "objects"), ("razor", "slug", "esd", "uce")),
+    "sd3": ("demo-sd3", ("styles", "objects"), ("razor", "slug", "esd", "uce")),
 }
 ORACLE_LABELS = {"objects": ("star", "triangle"), "styles": ("dotted", "noisy"), "identities": ("hana", "dara")}
-TUNING = ("every method at its defaults, no request tuned: RAZOR and SLUG share forget_target 0.05 and "
-          "retain_tolerance 0.06; graddiff, ESD and UCE stop at or train for their default budgets")
+TUNING = ("every method at its defaults (its family's where the family sets some), no request tuned: RAZOR and "
+          "SLUG share forget_target 0.05 and retain_tolerance 0.06; graddiff, ESD and UCE stop at or train for their "
+          "default budgets")
 
 
 def plan(families: list[str], methods: set[str] | None, labels: set[str] | None) -> list[tuple[str, str, str]]:
@@ -62,14 +64,13 @@ def path_of(fam: str, request: str, method: str) -> Path:
 
 
 SEARCHED = ("razor", "slug")  # the methods with a step search
-DEFAULT_SEARCH = SearchParams.model_fields["search"].default
 
 
-def run_all(runs: list[tuple[str, str, str]], search: str) -> None:
+def run_all(runs: list[tuple[str, str, str]], search: str | None) -> None:
     todo = [r for r in runs if not path_of(*r).is_file()]
     print(f"{len(runs) - len(todo)} of {len(runs)} runs already done; running {len(todo)}")
     for fam, request, method in tqdm(todo, desc="sweep", unit="run"):
-        params = [f"search={search}"] if method in SEARCHED else []
+        params = [f"search={search}"] if search and method in SEARCHED else []
         report = unlearn_json(request, method, FAMILIES[fam][0], params)
         if "failed" in report:
             tqdm.write(f"{fam} {request} {method}: failed: {report['failed']}")
@@ -108,8 +109,10 @@ def checks(fam: str, r: dict, oracle: dict, slug: dict) -> dict[str, bool | None
         return {"FA": b["fa"] >= 0.85 and a["fa"] <= 0.10 + EPS,
                 "FA held-out": a["fa_paraphrase"] <= 0.15 + EPS if "fa_paraphrase" in a else None,
                 "utility": b["utility"] - a["utility"] <= 0.03 + EPS}
+    kept = 0.08 if fam == "sd" else 0.10  # SD3: issue 21's bounds (IRA and CRA within 10 points, UA 4-bit ≥ 0.85)
     return {"UA": a["ua"] >= 0.90 - EPS, "UA held-out": a["ua_paraphrase"] >= 0.85 - EPS if "ua_paraphrase" in a else None,
-            "IRA": abs(a["ira"] - b["ira"]) <= 0.08 + EPS, "CRA": abs(a["cra"] - b["cra"]) <= 0.08 + EPS}
+            "IRA": abs(a["ira"] - b["ira"]) <= kept + EPS, "CRA": abs(a["cra"] - b["cra"]) <= kept + EPS,
+            **({"UA 4-bit": a["ua_q4"] >= 0.85 - EPS} if fam == "sd3" else {})}
 
 
 def mark(ok: bool | None) -> str:
@@ -124,11 +127,12 @@ def figures(fam: str, r: dict) -> list[str]:
                 f"{a['stability']:.3f}"]
     if fam == "vlm":
         return [f"{b['fa']:.3f}→{a['fa']:.3f}", f"{100 * (b['utility'] - a['utility']):+.1f}"]
-    return [f"{a['ua']:.3f}", f"{b['ira']:.3f}→{a['ira']:.3f}", f"{b['cra']:.3f}→{a['cra']:.3f}"]
+    q4 = [f"{a['ua_q4']:.3f}"] if fam == "sd3" else []
+    return [f"{a['ua']:.3f}", *q4, f"{b['ira']:.3f}→{a['ira']:.3f}", f"{b['cra']:.3f}→{a['cra']:.3f}"]
 
 
 COLUMNS = {"clip": ["FA@1", "FA@1 held-out", "FA@1 4-bit", "utility drop (pts)", "stability"],
-           "vlm": ["FA", "utility drop (pts)"], "sd": ["UA", "IRA", "CRA"]}
+           "vlm": ["FA", "utility drop (pts)"], "sd": ["UA", "IRA", "CRA"], "sd3": ["UA", "UA 4-bit", "IRA", "CRA"]}
 
 
 def seconds(r: dict) -> float:
@@ -211,12 +215,13 @@ def plot(fam: str, rs: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    forget, panels = {"clip": ("fa1", "FA@1 (held-out images)"), "vlm": ("fa", "FA"), "sd": ("ua", "UA")}[fam], {
+    kind = "sd" if fam == "sd3" else fam
+    forget, panels = {"clip": ("fa1", "FA@1 (held-out images)"), "vlm": ("fa", "FA"), "sd": ("ua", "UA")}[kind], {
         "clip": [("utility drop (pts)", lambda r: 100 * (r["before"]["utility"] - r["after"]["utility"]), 2),
                  ("stability", lambda r: r["after"]["stability"], 0.95)],
         "vlm": [("utility drop (pts)", lambda r: 100 * (r["before"]["utility"] - r["after"]["utility"]), 3)],
         "sd": [("IRA change (pts)", lambda r: 100 * (r["after"]["ira"] - r["before"]["ira"]), -8),
-               ("CRA change (pts)", lambda r: 100 * (r["after"]["cra"] - r["before"]["cra"]), -8)]}[fam]
+               ("CRA change (pts)", lambda r: 100 * (r["after"]["cra"] - r["before"]["cra"]), -8)]}[kind]
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
     for ax, (name, value, bound) in zip(axes[0], panels):
         for method in dict.fromkeys(r["method"] for r in rs):
@@ -241,14 +246,15 @@ def main() -> None:
     ap.add_argument("--families", default=",".join(FAMILIES))
     ap.add_argument("--methods", help="only these methods (comma-separated)")
     ap.add_argument("--labels", help="only these labels (comma-separated)")
-    ap.add_argument("--search", choices=("bisect", "predict"), default=DEFAULT_SEARCH, help="RAZOR's and SLUG's step search")
+    ap.add_argument("--search", choices=("bisect", "predict"), help="RAZOR's and SLUG's step search (default: each "
+                    "family's default)")
     ap.add_argument("--report", action="store_true", help="rebuild the table and plots from the saved runs only")
     args = ap.parse_args()
     global OUT, TUNING
-    if args.search != DEFAULT_SEARCH:
+    if args.search:
         OUT = OUT.with_name(f"sweep-{args.search}")
-    TUNING += f"; RAZOR and SLUG with search: {args.search}" + (" (aiming at half the target on forget-val)"
-                                                                 if args.search == "predict" else "")
+        TUNING += f"; RAZOR and SLUG with search: {args.search}" + (" (aiming at half the target on forget-val)"
+                                                                     if args.search == "predict" else "")
     families = args.families.split(",")
     unknown = set(families) - set(FAMILIES)
     if unknown:

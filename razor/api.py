@@ -20,6 +20,7 @@ from razor.families import DEMO_MODELS, build_task, load_model, of
 from razor.io import atomic_dir, check_replaceable
 from razor.methods import method_params
 from razor.pipeline import after_edit, check_method, metrics, run_method
+from razor.target import family_defaults
 
 
 def unlearn(forget: str, model: str = "demo", data: str | Path | None = None, method: str = "razor",
@@ -41,6 +42,7 @@ def unlearn(forget: str, model: str = "demo", data: str | Path | None = None, me
     if out is not None:
         check_replaceable(out, "report.json")
     adapter = load_model(model, dtype, device)
+    chosen = family_defaults(chosen, of(adapter))
     check_method(method, adapter, chosen)
     if attacks:
         attack.chosen(of(adapter), attacks)

@@ -15,9 +15,9 @@ deltas name tensors in: razor.delta), `preprocess`, `device`, `parameters()`,
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 
 def _part(role: str, doc: str, optional: bool = False) -> property:
@@ -41,6 +41,9 @@ class Family:
     demo_folder: Path | None
     parts: str  # the module holding the parts below (razor.families.<name>.parts)
     fixed: tuple[str, ...] = ()  # parameters the fine-tuning baselines leave alone (CLIP: the logit scale)
+    # method parameters whose default on this family differs from the method's own, measured over its demo
+    # labels (README): a request's or params.yaml's own value still wins (razor.target.resolve)
+    defaults: dict[str, Any] = field(default_factory=dict, compare=False)
 
     load = _part("load", "(source, torch dtype, device) → adapter")
     save = _part("save", "(adapter, folder) → a full model folder that `load` reads back bit for bit")

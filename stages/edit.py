@@ -17,7 +17,7 @@ from razor.editing import Ranking
 from razor.families import of
 from razor.methods import method_params
 from razor.plots import expansion_trace, score_scatter
-from razor.target import resolve
+from razor.target import family_defaults, resolve
 from stages.workspace import Workspace, main, write_json
 
 
@@ -29,7 +29,7 @@ def run(ws: Workspace, request_id: str) -> None:
     reuse = bool(ws.params("edit").get("reuse_cache", True))
     progress = sys.stderr.isatty()
     if req["method"] == "razor":
-        p = ws.settings("edit", req, EditParams, pipeline_only=("reuse_cache",))
+        p = ws.settings("edit", req, EditParams, of(task.adapter), pipeline_only=("reuse_cache",))
         ranking = Ranking.load(ws.stage_dir(request_id, "rank"))
         cache = of(task.adapter).cache.load(ws.stage_dir(request_id, "cache") / "cache.safetensors", task)
         resolved, target = resolve(task, p)
@@ -37,7 +37,8 @@ def run(ws: Workspace, request_id: str) -> None:
             result = pipeline.edit_from(task, resolved, ranking, cache, reuse, progress)
         result.target = target
     else:
-        p = method_params(req["method"], {**(ws.params("baselines").get(req["method"]) or {}), **req["params"]})
+        p = family_defaults(method_params(req["method"], {**(ws.params("baselines").get(req["method"]) or {}),
+                                                          **req["params"]}), of(task.adapter))
         with measure() as cost:
             result = pipeline.run_method(req["method"], task, p, progress=progress)
     info = dict(method=req["method"], params=p.model_dump(mode="json"), reuse_cache=reuse, components=result.components,

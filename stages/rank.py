@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from razor.config import RankParams
+from razor.families import of
 from razor.plots import score_scatter
 from stages.workspace import Workspace, main
 
@@ -16,7 +17,7 @@ def run(ws: Workspace, request_id: str) -> None:
     from razor.editing import rank  # torch and the model code load only for a request that is ranked
 
     req, task = ws.task(request_id)
-    p = ws.settings("rank", req, RankParams)
+    p = ws.settings("rank", req, RankParams, of(task.adapter))
     info = dict(params=p.model_dump(mode="json"))
     with ws.output(request_id, "rank", info) as out:
         ranking = rank(task, p)

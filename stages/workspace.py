@@ -32,6 +32,7 @@ from razor.families import DEMO_MODELS, detect, load_model, load_task
 from razor.family import Family
 from razor.io import atomic_dir, atomic_path
 from razor.request import Request, RequestError, load_request
+from razor.target import family_defaults
 
 STAGES = ("curate", "cache", "rank", "edit", "evaluate", "attack")
 MARKER = "stage.json"
@@ -83,11 +84,12 @@ class Workspace:
                              f"fix its layout")
         return dict(values)
 
-    def settings(self, section: str, req: dict, cls, pipeline_only: tuple[str, ...] = ()):
-        """Params of type `cls`: params.yaml's `section` (less its `pipeline_only` keys),
-        overridden by the request's own params."""
+    def settings(self, section: str, req: dict, cls, family, pipeline_only: tuple[str, ...] = ()):
+        """Params of type `cls`: params.yaml's `section` (less its `pipeline_only` keys), overridden by
+        the request's own params; the model family's defaults for what neither names."""
         values = {k: v for k, v in self.params(section).items() if k not in pipeline_only}
-        return cls(**{**values, **{k: v for k, v in req["params"].items() if k in cls.model_fields}})
+        return family_defaults(cls(**{**values, **{k: v for k, v in req["params"].items() if k in cls.model_fields}}),
+                               family)
 
     def flow_params(self) -> FlowParams:
         """params.yaml's `flow` section (stage and lock timeouts; the defaults without a params.yaml)."""

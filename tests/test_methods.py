@@ -1,5 +1,6 @@
 """Every method runs through the same interface and honours the JSON contract."""
 
+import dataclasses
 import json
 
 import pytest
@@ -7,6 +8,9 @@ from click.testing import CliRunner
 
 from razor import Delta, unlearn
 from razor.cli import main
+from razor.families import FAMILIES
+from razor.methods import method_params
+from razor.target import family_defaults
 
 KEYS = {"fa1", "fa5", "forget_cos", "utility", "stability", "leakage", "fa1_q8", "fa1_q4",
         "fa1_paraphrase", "fa5_paraphrase", "utility_paraphrase", "stability_paraphrase"}  # the demo has held-out wordings
@@ -66,3 +70,13 @@ def test_the_cli_answers_help_and_version_without_loading_torch_and_runs_as_a_mo
     for command in ("intake", "audit", "rollback", "serve", "unlearn", "request"):  # defined after the group, all reachable
         out = subprocess.run([sys.executable, "-m", "razor.cli", command, "--help"], capture_output=True, text=True)
         assert out.returncode == 0 and "Usage:" in out.stdout, (command, out.stderr)
+
+
+def test_a_familys_defaults_fill_only_the_params_a_request_leaves_unset():
+    fam = dataclasses.replace(FAMILIES["sd3"], defaults={"search": "bisect", "probes": 8, "precondition": "retain"})
+    p = family_defaults(method_params("razor", {"probes": 4, "search": "predict"}), fam)
+    assert (p.search, p.probes, p.precondition) == ("predict", 4, "retain")  # what the request names wins
+    assert family_defaults(p, fam) == p  # applied once or twice alike
+    slug = family_defaults(method_params("slug", {}), fam)
+    assert (slug.search, slug.probes) == ("bisect", 8) and not hasattr(slug, "precondition")
+    assert family_defaults(method_params("ga", {}), fam) == method_params("ga", {})  # no such fields: unchanged

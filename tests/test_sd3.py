@@ -56,6 +56,13 @@ def test_an_sd3_folder_is_its_own_family_and_encodes_and_draws_as_diffusers_own_
         assert torch.equal(a.encode_slots([f"a {' '.join([SLOT] * len(dotted))} star"], words), a.encode(["a dotted star"]))
 
 
+def test_an_sd3_folder_loads_in_the_precision_asked_for(tiny_sd3):
+    a = load_model(str(tiny_sd3), "bf16")  # diffusers alone leaves the MMDiT in float32, and the VAE then refuses its latents
+    assert {p.dtype for p in [*a.model.parameters(), *a.vae.parameters()]} == {torch.bfloat16}
+    with torch.no_grad():
+        assert a.to_latents(torch.zeros(1, 3, 32, 32)).dtype == torch.bfloat16
+
+
 def test_sd3_is_trained_and_measured_by_flow_matching(tiny_sd3):
     a = load_model(str(tiny_sd3))
     x0 = torch.randn(3, *a.latent_shape())

@@ -30,7 +30,7 @@ import torch.nn.functional as nnf
 from razor.components import Component, Slice, Tower, enumerate_components
 from razor.errors import ModelError
 from razor.families.sd.adapter import SdAdapter, _index, check_sd_folder, text_tower
-from razor.models import from_pretrained, loading
+from razor.models import from_pretrained, loading, quiet_loggers
 
 SUBFOLDERS = ("text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "transformer", "scheduler")
 T5_LENGTH = 256  # the pipeline's default max_sequence_length: the rows of zeros in T5's place
@@ -58,6 +58,9 @@ def load_sd3(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu")
         tokenizers = [CLIPTokenizer.from_pretrained(spec, subfolder=s) for s in ("tokenizer", "tokenizer_2")]
         transformer = from_pretrained(SD3Transformer2DModel, spec, subfolder="transformer", use_safetensors=True,
                                       torch_dtype=dtype, low_cpu_mem_usage=False)
+        if transformer.dtype != dtype:  # diffusers 0.42 loads SD3's MMDiT in float32 whatever torch_dtype says
+            with quiet_loggers("diffusers"):  # it has no modules kept in float32, which `to` would cast
+                transformer = transformer.to(dtype)
         scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(spec, subfolder="scheduler")
         vae = (from_pretrained(AutoencoderKL, spec, subfolder="vae", use_safetensors=True, torch_dtype=dtype)
                if (index.get("vae") or [None])[0] else None)
