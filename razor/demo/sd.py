@@ -111,8 +111,14 @@ def evaluate_sd(adapter, judge, seeds: int = 2, steps: int = 20, guidance: float
             for axis in AXES}
 
 
-def shape_items(manifest: Manifest) -> Manifest:
-    return manifest.filter(lambda r: bool(r.get("objects")) and bool(r.get("styles")))
+def training_set(manifest_path: str | Path | None) -> tuple[Manifest, Manifest, torch.Tensor, list[str], list[str]]:
+    """The manifest, its train split's shape items, their images (32 px, in [-1, 1]), captions and prompts
+    ("a {style} {object}")."""
+    manifest = read_manifest(manifest_path or demo_manifest())
+    train = manifest.split("train").filter(lambda r: bool(r.get("objects")) and bool(r.get("styles")))
+    images = torch.from_numpy(load_images(train, 32, (0.5,) * 3, (0.5,) * 3))
+    return (manifest, train, images, [r["caption"] for r in train.rows],
+            canvas.prompts([(r["styles"], r["objects"]) for r in train.rows]))
 
 
 def fit(adapter, images: torch.Tensor, captions: list[str], named: list[str], loss, seed: int, steps: int,
@@ -176,11 +182,7 @@ def train_sd(out: str | Path, manifest_path: str | Path | None = None, seed: int
     from transformers import CLIPModel, CLIPTokenizer
 
     torch.manual_seed(seed)
-    manifest = read_manifest(manifest_path or demo_manifest())
-    train = shape_items(manifest.split("train"))
-    images = torch.from_numpy(load_images(train, 32, (0.5,) * 3, (0.5,) * 3))
-    captions = [r["caption"] for r in train.rows]
-    named = canvas.prompts([(r["styles"], r["objects"]) for r in train.rows])
+    manifest, train, images, captions, named = training_set(manifest_path)
     clip = CLIPModel.from_pretrained(DEMO_CLIP, use_safetensors=True)
     text = clip.text_model.eval().requires_grad_(False)
     tokenizer = CLIPTokenizer.from_pretrained(DEMO_CLIP)

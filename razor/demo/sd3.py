@@ -24,11 +24,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as nnf
 
-from razor.data import load_images, read_manifest
 from razor.demo import DEMO_CLIP, DEMO_SD
-from razor.demo.dataset import demo_manifest
-from razor.demo.sd import evaluate_sd, fit, shape_items
-from razor.families.sd import metrics as canvas
+from razor.demo.sd import evaluate_sd, fit, training_set
 from razor.families.sd.adapter import save_sd
 from razor.families.sd.classifier import NetClassifier
 from razor.families.sd3.adapter import Sd3Adapter
@@ -66,11 +63,7 @@ def train_sd3(out: str | Path, manifest_path: str | Path | None = None, seed: in
     from transformers import CLIPTokenizer
 
     torch.manual_seed(seed)
-    manifest = read_manifest(manifest_path or demo_manifest())
-    train = shape_items(manifest.split("train"))
-    images = torch.from_numpy(load_images(train, 32, (0.5,) * 3, (0.5,) * 3))
-    captions = [r["caption"] for r in train.rows]
-    named = canvas.prompts([(r["styles"], r["objects"]) for r in train.rows])
+    manifest, _, images, captions, named = training_set(manifest_path)
     text = text_encoder()
     tokenizer = CLIPTokenizer.from_pretrained(DEMO_CLIP)
     width, pooled = 2 * text.config.hidden_size, 2 * text.config.projection_dim
