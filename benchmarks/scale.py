@@ -16,7 +16,7 @@ scale.json and scale.png (cost against size).
     python benchmarks/scale.py --archs sd3-medium,sdxl --methods razor --sets-arch '' --dtype bf16 --probes 0 \
         --out benchmarks/results/scale-sd --resume              # SD3-medium (2.9 B) and SDXL (3.5 B) on CPU in bf16,
                                                                 # rank and cache only: the probe's 48 images of 10
-                                                                # steps at SD3-medium size ran 25 min on CPU unfinished;
+                                                                # steps at SD3-medium size ran 20+ min on CPU unfinished;
                                                                 # on a GPU node: --device cuda --sample-size 128 --probes 2
 
 Random weights carry no concept, so RAZOR is measured as one round stage by stage — rank, cache,

@@ -18,9 +18,8 @@ from razor.demo.dataset import demo_manifest
 from razor.errors import DataError
 from razor.families import DEMO_MODELS, build_task, load_model, of
 from razor.io import atomic_dir, check_replaceable
-from razor.methods import method_params
+from razor.methods import family_defaults, method_params
 from razor.pipeline import after_edit, check_method, metrics, run_method
-from razor.target import family_defaults
 
 
 def unlearn(forget: str, model: str = "demo", data: str | Path | None = None, method: str = "razor",

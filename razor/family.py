@@ -42,7 +42,7 @@ class Family:
     parts: str  # the module holding the parts below (razor.families.<name>.parts)
     fixed: tuple[str, ...] = ()  # parameters the fine-tuning baselines leave alone (CLIP: the logit scale)
     # method parameters whose default on this family differs from the method's own, measured over its demo
-    # labels (README): a request's or params.yaml's own value still wins (razor.target.resolve)
+    # labels (README): a request's or params.yaml's own value still wins (razor.methods.family_defaults)
     defaults: dict[str, Any] = field(default_factory=dict, compare=False)
 
     load = _part("load", "(source, torch dtype, device) → adapter")

@@ -29,6 +29,12 @@ def method_params(name: str, overrides: dict | None = None):
     return METHODS[name][0](**(overrides or {}))
 
 
+def family_defaults(p, family):
+    """`p` with its model family's defaults (Family.defaults) for the fields it was not given explicitly."""
+    update = {k: v for k, v in family.defaults.items() if k in type(p).model_fields and k not in p.model_fields_set}
+    return p.model_validate({**p.model_dump(exclude_unset=True), **update}) if update else p
+
+
 def edit_function(name: str):
     """The method's edit function: (task, params, progress) → EditResult."""
     module, function = METHODS[name][1].split(":")

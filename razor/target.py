@@ -7,21 +7,13 @@ for this data and concept; with neither, the fixed default stands, recorded as a
 from __future__ import annotations
 
 from razor.config import TargetParams
-from razor.families import of
 
 DEFAULT = TargetParams.model_fields["forget_target"].default
 
 
-def family_defaults(p, family):
-    """`p` with its family's defaults (Family.defaults) for the fields it was not given explicitly."""
-    update = {k: v for k, v in family.defaults.items() if k in type(p).model_fields and k not in p.model_fields_set}
-    return p.model_validate({**p.model_dump(exclude_unset=True), **update}) if update else p
-
-
 def resolve(task, p):
-    """(`p` with its family's defaults and a numeric forget_target, the record of where the target came
-    from); params without a forget target come back with None."""
-    p = family_defaults(p, of(task.adapter))
+    """(`p` with a numeric forget_target, the record of where it came from); params without a
+    forget target come back as they are, with None."""
     if not isinstance(p, TargetParams):
         return p, None
     if p.forget_target != "oracle":
@@ -30,6 +22,7 @@ def resolve(task, p):
         fa, record = p.oracle_fa, dict(source="oracle (recorded in the request)")
     else:
         from razor.baselines.retrain import oracle_fa  # a baseline loads when used (as in razor.methods)
+        from razor.families import of
 
         found = oracle_fa(task) if "retrain" in of(task.adapter).methods else None
         if found is None:

@@ -15,9 +15,9 @@ from razor.config import EditParams
 from razor.cost import measure
 from razor.editing import Ranking
 from razor.families import of
-from razor.methods import method_params
+from razor.methods import family_defaults, method_params
 from razor.plots import expansion_trace, score_scatter
-from razor.target import family_defaults, resolve
+from razor.target import resolve
 from stages.workspace import Workspace, main, write_json
 
 

@@ -31,8 +31,8 @@ from razor.errors import RazorError
 from razor.families import DEMO_MODELS, detect, load_model, load_task
 from razor.family import Family
 from razor.io import atomic_dir, atomic_path
+from razor.methods import family_defaults
 from razor.request import Request, RequestError, load_request
-from razor.target import family_defaults
 
 STAGES = ("curate", "cache", "rank", "edit", "evaluate", "attack")
 MARKER = "stage.json"

@@ -9,8 +9,7 @@ from click.testing import CliRunner
 from razor import Delta, unlearn
 from razor.cli import main
 from razor.families import FAMILIES
-from razor.methods import method_params
-from razor.target import family_defaults
+from razor.methods import family_defaults, method_params
 
 KEYS = {"fa1", "fa5", "forget_cos", "utility", "stability", "leakage", "fa1_q8", "fa1_q4",
         "fa1_paraphrase", "fa5_paraphrase", "utility_paraphrase", "stability_paraphrase"}  # the demo has held-out wordings
