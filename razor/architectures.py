@@ -16,7 +16,7 @@ from razor.demo.tokenizer import build_tokenizer as world_tokenizer
 from razor.demo.vlm import build_tokenizer as vlm_tokenizer
 from razor.errors import ModelError
 from razor.families.sd.adapter import SdAdapter, save_sd
-from razor.families.sd3.adapter import Sd3Adapter
+from razor.families.sd3.adapter import T5_LENGTH, Sd3Adapter
 from razor.families.sdxl.adapter import SdxlAdapter
 from razor.io import atomic_dir
 
@@ -184,13 +184,16 @@ def sd3_parts(tokenizer, sample_size: int = 128, width: float = 1.0, depth: floa
     return CLIPTextModelWithProjection(large), CLIPTextModelWithProjection(big), transformer, vae, scheduler
 
 
-def write_sd3(folder: str | Path, sample_size: int = 128, width: float = 1.0, depth: float = 1.0, seed: int = 0) -> Path:
-    """A random SD3-medium-layout pipeline (no T5) as a diffusers folder (model_index.json, safetensors parts)."""
+def write_sd3(folder: str | Path, sample_size: int = 128, width: float = 1.0, depth: float = 1.0, seed: int = 0,
+              max_sequence_length: int = T5_LENGTH) -> Path:
+    """A random SD3-medium-layout pipeline (no T5) as a diffusers folder (model_index.json, safetensors parts);
+    `max_sequence_length` rows of zeros stand in T5's place in the context (fewer make a test's passes cheaper)."""
     torch.manual_seed(seed)
     tokenizer = _tokenizer(77)
     text, text_2, transformer, vae, scheduler = sd3_parts(tokenizer, sample_size, width, depth)
     with atomic_dir(Path(folder), "model_index.json") as tmp:
-        save_sd(Sd3Adapter(text, text_2, tokenizer, tokenizer, transformer, scheduler, vae), tmp)
+        save_sd(Sd3Adapter(text, text_2, tokenizer, tokenizer, transformer, scheduler, vae,
+                           max_sequence_length=max_sequence_length), tmp)
     return Path(folder)
 
 
