@@ -49,7 +49,8 @@ def test_a_vit_b32_sized_clip_runs_one_razor_pass_within_3x_its_weights_plus_one
 @pytest.mark.parametrize("arch, kw, concept, towers", [
     ("sd-1.5", dict(sample_size=8, width=0.1, depth=0.5), "styles:dotted", ("text", "xattn")),
     ("sdxl", dict(sample_size=4, width=1 / 16, depth=1 / 6), "styles:dotted", ("text", "text_2", "xattn")),
-    ("sd3-medium", dict(sample_size=4, width=1 / 16, depth=1 / 8), "styles:dotted", ("text", "text_2", "ctx")),
+    ("sd3-medium", dict(sample_size=4, width=1 / 16, depth=1 / 8, max_sequence_length=8), "styles:dotted",
+     ("text", "text_2", "ctx")),
     ("llava-1.5", dict(image_size=56, width=1 / 16, depth=1 / 16), "identities:hana", ("vision", "projector")),
     ("llava-next", dict(image_size=56, width=1 / 16, depth=1 / 16), "identities:hana", ("vision", "projector")),
 ])
