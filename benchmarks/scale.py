@@ -183,29 +183,38 @@ def plot(runs: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
     runs = [r for r in runs if "skipped" not in r]
     by_size = [r for r in runs if r.get("sweep") == "size"]
+    sets = sorted((r for r in runs if r.get("sweep") == "sets"), key=lambda r: r["forget"] + r["retain"])
+    fig, axes = plt.subplots(1, 3 if sets else 2, figsize=(15 if sets else 10, 4.2))
     # each architecture is a point of its own (a line between CLIP and SD would suggest a trend across them)
     for method, marker in (("razor", "o"), ("slug", "s"), ("graddiff", "^")):
         rs = [r for r in by_size if r["method"] == method]
-        axes[0].scatter([r["params_m"] for r in rs], [r["seconds"]["total"] for r in rs], marker=marker, label=method)
-        axes[1].scatter([r["params_m"] for r in rs], [r["peak_mb"] / 1024 for r in rs], marker=marker, label=method)
+        if rs:
+            axes[0].scatter([r["params_m"] for r in rs], [r["seconds"]["total"] for r in rs], marker=marker, label=method)
+            axes[1].scatter([r["params_m"] for r in rs], [r["peak_mb"] / 1024 for r in rs], marker=marker, label=method)
     rs = list({r["arch"]: r for r in by_size}.values())
     axes[1].scatter([r["params_m"] for r in rs], [r["weights_mb"] / 1024 for r in rs], marker="_", s=300, c="k",
                     label="weights")
     for ax, y in ((axes[0], lambda r: r["seconds"]["total"]), (axes[1], lambda r: r["peak_mb"] / 1024)):
         for r in (r for r in by_size if r["method"] == "razor"):
             ax.annotate(r["arch"], (r["params_m"], y(r)), textcoords="offset points", xytext=(4, -12), fontsize=8)
-    sets = sorted((r for r in runs if r.get("sweep") == "sets"), key=lambda r: r["forget"] + r["retain"])
-    items = [r["forget"] + r["retain"] for r in sets]
-    axes[2].plot(items, [r["seconds"].get("gradients", 0) for r in sets], "o-", label="gradients")
-    axes[2].plot(items, [r["seconds"]["total"] for r in sets], "s-", label="whole pass")
-    axes[0].set(xlabel="parameters (M)", ylabel="seconds", title="time against model size", xscale="log", yscale="log")
+    partial = any(r["method"] == "razor" and "step search" not in r["seconds"] for r in by_size)  # --probes 0
+    axes[0].set(xlabel="parameters (M)", ylabel="seconds" + (" (rank + cache where no probe ran)" if partial else ""),
+                title="time against model size", xscale="log", yscale="log")
     axes[1].set(xlabel="parameters (M)", ylabel="peak GiB", title="peak memory against model size", xscale="log", yscale="log")
-    arch = sets[0]["arch"] if sets else ""
-    axes[2].set(xlabel="forget + retain items", ylabel="seconds", title=f"RAZOR on {arch} against set size")
+    if sets:
+        items = [r["forget"] + r["retain"] for r in sets]
+        axes[2].plot(items, [r["seconds"].get("gradients", 0) for r in sets], "o-", label="gradients")
+        axes[2].plot(items, [r["seconds"]["total"] for r in sets], "s-", label="whole pass")
+        axes[2].set(xlabel="forget + retain items", ylabel="seconds", title=f"RAZOR on {sets[0]['arch']} against set size")
     for ax in axes:
+        for axis in (ax.xaxis, ax.yaxis) if ax is not axes[-1] or not sets else ():  # the log axes: 1-2-5 ticks in
+            axis.set_major_locator(LogLocator(subs=(1, 2, 5)))                       # plain numbers
+            axis.set_major_formatter(ScalarFormatter())
+            axis.set_minor_formatter(NullFormatter())
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(f"cost of one unlearning pass ({runs[0]['device']}, {runs[0]['dtype']})")
