@@ -23,7 +23,7 @@ FAMILY = Family(
     demo="demo-sd3", demo_folder=DEMO_SD3, parts="razor.families.sd3.parts",
     # measured on the demo SD3 (README): predict's steps land at the val draws' edge; at retain_tolerance 0.06 bisection
     # found no step that forgets noisy (both CLIP encoders carry it, so the edit needs the retain-shaped step); the noise
-    # objective's steps overshoot F's own optimum and "forget" by drawing noise over the image, which the step search's
-    # classifier reads as another style and the judge does not (striped: UA 0.25); the embedding objective does not
+    # objective's context-stream steps "forgot" striped by drawing noise over the image, which the step search's
+    # classifier reads as another style and the judge does not (UA 0.25); the embedding objective does not
     defaults=dict(search="bisect", precondition="retain", retain_tolerance=0.15, forget_objective="embedding"),
 )
