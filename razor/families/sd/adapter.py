@@ -115,6 +115,7 @@ class SdAdapter:
     family = "sd"
     layout = None  # deltas name its parameters (razor.delta)
     denoiser_key = "unet"  # where the denoiser is in the editable model (and its pipeline folder)
+    probe_draws = 2  # the step search's val draws per concept prompt (razor.families.sd.probe)
 
     def __init__(self, text_encoder, tokenizer, unet, scheduler, vae=None, source: str = ""):
         self.model = torch.nn.ModuleDict({"text_encoder": text_encoder, self.denoiser_key: unet})

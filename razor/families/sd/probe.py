@@ -1,7 +1,7 @@
-"""The step search's validation measurements on a diffusion model: a few DDIM steps of every
-prompt naming the concept (two noise seeds each) and of a seeded sample of the other prompts (one
-each; val noise seeds, not the test ones), labelled by the task's classifier. FA is the share of concept images still labelled
-the concept; retain the share of other images labelled as θ0 labelled them, on the axis that
+"""The step search's validation measurements on a diffusion model: a few DDIM steps of every prompt naming the
+concept (the adapter's `probe_draws` noise seeds each) and of a seeded sample of the other prompts (one each;
+val noise seeds, not the test ones), labelled by the task's classifier. FA is the share of concept images
+still labelled the concept; retain the share of other images labelled as θ0 labelled them, on the axis that
 kept fewer (IRA and CRA must each hold, so one axis's loss is not averaged away)."""
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from razor.families.sd.task import SdTask
 from razor.probe import Measure, WholeProbe, margins
 
 STEPS = 10  # DDIM steps per probe image
-FORGET_SEEDS = 2  # val draws per concept prompt
 RETAIN_PROMPTS = 32
 VAL_SEEDS = 500  # noise seed offset of the val prompts (the test protocol draws from 0)
 
@@ -29,12 +28,13 @@ class SdProbe(WholeProbe):
         pairs = grid(task.classifier.labels)
         kept = {(AXES.index(axis), task.labels[axis][cid]) for axis, cid in task.kept_ids() if axis in AXES}
         concept = [p for p in pairs if p[a] == task.label]
-        self.forget = [p for p in concept for _ in range(FORGET_SEEDS)]
+        draws = task.adapter.probe_draws
+        self.forget = [p for p in concept for _ in range(draws)]
         rest = [p for p in pairs if p[a] != task.label]
         self.kept = [p for p in rest if any(p[i] == lab for i, lab in kept)]
         others = [p for p in rest if p not in self.kept]
         self.retain = sorted(random.Random(0).sample(others, min(RETAIN_PROMPTS, len(others))), key=pairs.index)
-        self.seeds = [VAL_SEEDS + 1000 * pairs.index(p) + k for p in concept for k in range(FORGET_SEEDS)]
+        self.seeds = [VAL_SEEDS + 1000 * pairs.index(p) + k for p in concept for k in range(draws)]
         self.seeds += [VAL_SEEDS + 1000 * pairs.index(p) for p in self.retain + self.kept]
         self.current = self.measure()
 
