@@ -76,7 +76,7 @@ class Sd3Adapter(SdAdapter):
     pipeline = "StableDiffusion3Pipeline"
     denoiser_key = "transformer"
     probe_draws = 4  # measured on the demo SD3's styles:striped: at 2 draws the step search stopped where its 16 val
-                     # images read forgotten and the judge found 11 of 16 test images still striped (UA 0.69); at 4, 0.94
+                     # images read forgotten and the judge found 5 of 16 test images still striped (UA 0.69); at 4, 0.94
 
     def __init__(self, text_encoder, text_encoder_2, tokenizer, tokenizer_2, transformer, scheduler, vae=None,
                  source: str = "", max_sequence_length: int = T5_LENGTH):
