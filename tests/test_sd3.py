@@ -13,7 +13,7 @@ from razor.cli import main
 from razor.errors import ModelError
 from razor.families import FAMILIES, detect, load_model, save_model
 from razor.families.sd.adapter import SLOT
-from razor.families.sd3.adapter import Sd3Adapter
+from razor.families.sd3.adapter import T5_LENGTH, Sd3Adapter
 from tests.diffusion import unlearn
 
 
@@ -106,6 +106,10 @@ def test_an_sd3_folder_saves_in_its_own_layout_and_loads_back_bit_for_bit(tiny_s
     assert index["transformer"] == ["diffusers", "SD3Transformer2DModel"] and index["max_sequence_length"] == 16
     b = load_model(str(tmp_path / "copy"))
     assert b.max_sequence_length == 16 and all(torch.equal(p, b.parameters()[n]) for n, p in a.parameters().items())
+    a.max_sequence_length = T5_LENGTH  # the pipeline's default: the folder names no length, and loads back with 256
+    save_model(a, tmp_path / "default")
+    assert "max_sequence_length" not in json.loads((tmp_path / "default" / "model_index.json").read_text())
+    assert load_model(str(tmp_path / "default")).max_sequence_length == T5_LENGTH == 256
 
 
 def test_an_sd3_folder_with_t5_or_another_models_transformer_is_refused(tiny_sd3, tmp_path):
