@@ -302,6 +302,7 @@ def edit(task, p: EditParams, ranking: Ranking, probe: Probe, frozen: list[torch
 
     scores = ranking.scores
     edited: list[str] = []
+    stuck: set[str] = set()  # components of a round where none found a step: later rounds try the next ones
     rounds: list[dict] = []
     bar = tqdm(total=p.max_rounds, desc="RAZOR rounds", disable=not progress, leave=False)
     for r in range(p.max_rounds):
@@ -310,7 +311,7 @@ def edit(task, p: EditParams, ranking: Ranking, probe: Probe, frozen: list[torch
                 g_f, g_r = task.forget_gradient(names, p.kept_weight), task.retain_gradient(names)
             scores = ratio_scores(list(comps.values()), params, g_f, g_r, rp.alpha, rp.alignment, rp.normalize)
         score_of = {s["component"]: s for s in scores}
-        ranked = [s["component"] for s in sorted(scores, key=lambda s: -s["score"]) if s["component"] not in edited]
+        ranked = [s["component"] for s in sorted(scores, key=lambda s: -s["score"]) if s["component"] not in {*edited, *stuck}]
         several = r == 0 and (len(ranking.selection) > 1 or p.search == "bisect")
         if several:  # the initial selection, each edited in turn
             d = toward([comps[n] for n in ranking.selection])
@@ -331,7 +332,9 @@ def edit(task, p: EditParams, ranking: Ranking, probe: Probe, frozen: list[torch
             counted = dict(probe.counts)
             with timed(timing, "step search"):
                 c, eta, _, tried = run()
-                if eta > 0:
+                if eta == 0:  # the selection's component, or every candidate of the round
+                    stuck.update([c.name] if several else [s.name for s in shortlist])
+                else:
                     edited.append(c.name)
                     probe.refresh(c, taken=next(t for t in tried if t["eta"] == eta))
                 met = probe.met(p)
@@ -342,8 +345,8 @@ def edit(task, p: EditParams, ranking: Ranking, probe: Probe, frozen: list[torch
                                kept_fa_val=now.kept_fa, met=met))
         bar.update(1)
         bar.set_postfix(fa=f"{probe.current.fa:.2f}", retain=f"{probe.current.retain:.3f}")
-        if probe.met(p) or (eta == 0 and not several):
-            break  # met, or no candidate could step: the next round would see the same model
+        if probe.met(p):
+            break
     bar.close()
     delta = Delta.from_edit(base, params, [comps[n] for n in edited],
                             meta=dict(method="razor", components=edited, base=adapter.source), layout=adapter.layout)

@@ -8,7 +8,7 @@ import torch
 from razor.components import Component, Slice
 from razor.config import SearchParams
 from razor.editing import step_search
-from razor.probe import Measure, Probe
+from razor.probe import Measure, Probe, WholeProbe
 
 N = 64  # forget and retain items: FA and retain move in steps of 1/64
 C = Component("x.0.v", "x", 0, "v", (Slice("w"),))
@@ -154,3 +154,38 @@ def test_a_step_may_leave_an_already_forgotten_concept_at_the_forget_target_not_
     assert m.fa <= 0.025 and 0.025 < m.kept_fa <= 0.05 and any(t["met"] for t in tried)
     eta, m, tried = search(Kept({"w": torch.ones(1, dtype=torch.float64)}, rate=0.08))  # past 0.05 before FA meets
     assert not any(t["met"] for t in tried) and m.kept_fa <= 0.05
+
+
+class MovesOnlyFor(WholeProbe):
+    """Validation measures of a real model that forget only once `target`'s weights move (retain kept):
+    every other component's step leaves the concept as likely as before."""
+
+    def __init__(self, task, target: Component):
+        super().__init__(task)
+        self.target, self.params = target, task.adapter.parameters()
+        self.origin = target.flat(self.params).clone()
+        self.current = self.measure()
+
+    def measure(self, component=None):
+        moved = not torch.equal(self.target.flat(self.params), self.origin)
+        return Measure(0.0 if moved else 1.0, 0.0 if moved else 0.9, 1.0, 0.9)
+
+
+def test_a_round_where_no_candidate_steps_hands_the_next_round_the_next_ones(demo_manifest):
+    """The expansion goes on past a round whose every candidate found no step (the model unchanged, so they
+    are not searched again): the best-ranked component whose weights round 0's four candidates do not share is edited in round 1."""
+    from razor.config import EditParams, RankParams, RazorParams
+    from razor.data import read_manifest
+    from razor.editing import candidates, edit, rank
+    from razor.families import build_task, load_model
+
+    task = build_task(load_model("demo"), read_manifest(demo_manifest), "objects:star", retain_size=64, batch_size=64)
+    p = RazorParams(k=1, search="predict", candidates=4, robust_bits=None)
+    ranking = rank(task, p.part(RankParams))
+    comps = candidates(task.adapter, None, "both")
+    order = [comps[s["component"]] for s in sorted(ranking.scores, key=lambda s: -s["score"])]
+    first = {n for c in order[:4] for n in c.params}  # round 0's candidates' tensors
+    target = next(c for c in order[4:] if not first & set(c.params))
+    result = edit(task, p.part(EditParams), ranking, MovesOnlyFor(task, target), None, progress=False)
+    assert [(r["round"], r["eta"] > 0) for r in result.rounds] == [(0, False), (1, True)]
+    assert result.delta.meta["components"] == [target.name]
