@@ -306,7 +306,7 @@ def edit(task, p: EditParams, ranking: Ranking, probe: Probe, frozen: list[torch
     rounds: list[dict] = []
     bar = tqdm(total=p.max_rounds, desc="RAZOR rounds", disable=not progress, leave=False)
     for r in range(p.max_rounds):
-        if r > 0 and p.mode == "one_step":
+        if g_f is None:  # one-step mode, and the last round changed the model
             with timed(timing, "gradients"):
                 g_f, g_r = task.forget_gradient(names, p.kept_weight), task.retain_gradient(names)
             scores = ratio_scores(list(comps.values()), params, g_f, g_r, rp.alpha, rp.alignment, rp.normalize)
@@ -324,8 +324,7 @@ def edit(task, p: EditParams, ranking: Ranking, probe: Probe, frozen: list[torch
             d = toward(shortlist)
             choose = _first_promising if p.search == "predict" else _best_candidate
             steps = [lambda: choose(probe, shortlist, params, d, m0, p)]
-        if p.mode == "one_step":
-            g_f = g_r = None  # the next round computes its own; the step search needs only d
+        stepped = len(edited)
         for run in steps:
             if probe.met(p):
                 break
@@ -343,6 +342,8 @@ def edit(task, p: EditParams, ranking: Ranking, probe: Probe, frozen: list[torch
                                eta=eta, **{f"{k}_probes": probe.counts[k] - counted[k] for k in counted}, fa_val=now.fa,
                                concept_p_val=now.concept_p, retain_val=now.retain, accuracy_val=now.accuracy,
                                kept_fa_val=now.kept_fa, met=met))
+        if p.mode == "one_step" and len(edited) > stepped:
+            g_f = g_r = None  # the next round computes its own on the edited model (a round that stepped nothing keeps them)
         bar.update(1)
         bar.set_postfix(fa=f"{probe.current.fa:.2f}", retain=f"{probe.current.retain:.3f}")
         if probe.met(p):
