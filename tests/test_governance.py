@@ -39,7 +39,10 @@ UNGUARDED = ("id: striped-unguarded\nmodel: demo\nconcept: {kind: style, label: 
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory, demo_manifest, prefect_server):
-    w = Workspace(make_workspace(tmp_path_factory.mktemp("governance"), changed_params(NO_ATTACKS), requests=False))
+    # the plain step (precondition: none), with which this chain's refusals were measured: CLIP's default retain-shaped
+    # step leaves the earlier concepts' inputs alone, so the unguarded request passes the gate with it
+    params = changed_params({**NO_ATTACKS, "  # precondition: none": "  precondition: none"})
+    w = Workspace(make_workspace(tmp_path_factory.mktemp("governance"), params, requests=False))
     mlflow.set_tracking_uri(f"sqlite:///{w.root / 'mlflow.db'}")
     return w
 

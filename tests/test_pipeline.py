@@ -176,7 +176,7 @@ def test_dvc_compares_commits_and_an_experiment_on_a_param(ws, first, tmp_path):
     # edit, evaluate and attack from its run cache (copied with .dvc/), as it does for a user who tried the value before
     out = dvc(w, "exp", "run", "-S", "edit.rho=0.5")
     assert out.returncode == 0, out.stderr
-    diff = json.loads(dvc(w, "metrics", "diff", "--json").stdout)[f"results/{REQUEST}/metrics.json"]
+    diff = json.loads(dvc(w, "metrics", "diff", "--all", "--json").stdout)[f"results/{REQUEST}/metrics.json"]
     assert diff["after.fa1"]["old"] == first["report"]["after"]["fa1"] and isinstance(diff["seconds"]["new"], float)
     shown = json.loads(dvc(w, "exp", "show", "--json").stdout)
     exps = [e for row in shown for e in [row, *[x for ex in row.get("experiments") or [] for x in ex["revs"]]]]
