@@ -196,7 +196,7 @@ def train(data, out, exclude, steps, seed):
 @demo.command("train-vlm")
 @click.option("--data", type=click.Path(dir_okay=False), help="Parquet manifest (default: the demo world)")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
-@click.option("--steps", default=1200, show_default=True, type=click.IntRange(min=1))
+@click.option("--steps", default=2000, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True, type=SEED)
 @friendly
 def train_vlm(data, out, steps, seed):
@@ -204,8 +204,10 @@ def train_vlm(data, out, steps, seed):
     from razor.demo.vlm import train_vlm as run
 
     record = run(out, data, seed=seed, steps=steps)
-    acc = ", ".join(f"{k} {v:.3f}" for k, v in record["test_accuracy"].items())
-    click.echo(f"trained in {record['seconds']:.0f}s; test answer accuracy: {acc}; saved to {out}")
+    acc, held = (", ".join(f"{k} {v:.3f}" for k, v in record[key].items())
+                 for key in ("test_accuracy", "test_accuracy_heldout_wordings"))
+    click.echo(f"trained in {record['seconds']:.0f}s; test answer accuracy: {acc} (held-out wordings: {held}); "
+               f"saved to {out}")
 
 
 @demo.command("train-sd")

@@ -30,11 +30,9 @@ CHAINS = {  # each chain: a committed demo request from the base model, then ano
 }
 FORGETS = {"demo-sd-object-star": "objects:star", "demo-sd-style-noisy": "styles:noisy",
            "demo-sd3-object-star": "objects:star", "demo-sd3-style-noisy": "styles:noisy"}
-# Measured (2 CPU cores, these requests): the SD chain passes params.yaml's gate (FA ≤ 0.10, utility within 8 points):
-# the object on the SD v1 (the style already erased) reaches UA 0.94, the chain's utility ends 4.5 points below the
-# base model's. hana + ivan on the VLM v1 reaches FA 0.02 but the chain's utility ends 9.4 points below the base
-# model's: the default gate refuses that second version, rightly; this chain tests governance, so its gate allows it.
-GATE = {"sd-demo-sd": {}, "sd3-demo-sd3": {}, "vlm-demo-vlm": {"  utility_tolerance: 0.08": "  utility_tolerance: 0.10"}}
+# Measured (2 CPU cores, these requests): both chains pass params.yaml's gate (FA ≤ 0.10, utility within 8 points).
+# The object on the SD v1 (the style already erased) reaches UA 0.94, the chain's utility ends 4.5 points below the
+# base model's; hana + ivan on the VLM v1 reaches FA 0.06, the chain's utility 2.7 points below the base model's.
 LAYOUT = {"sd-demo-sd": ("model_index.json", "text_encoder", "unet", "scheduler", "tokenizer", "classifier"),
           "sd3-demo-sd3": ("model_index.json", "text_encoder", "text_encoder_2", "transformer", "scheduler", "tokenizer_2",
                            "classifier", "judge"),
@@ -49,7 +47,7 @@ def cli(ws, *args):
 def chain(request, tmp_path_factory, prefect_server):
     """(the workspace, the registered model, the intake's queue entries) after both requests ran."""
     name = request.param
-    params = changed_params({**GATE[name], **NO_ATTACKS})  # the attacks: tests/test_attacks.py
+    params = changed_params(NO_ATTACKS)  # the attacks: tests/test_attacks.py
     ws = Workspace(make_workspace(tmp_path_factory.mktemp(name), params=params, requests=False))
     mlflow.set_tracking_uri(f"sqlite:///{ws.root / 'mlflow.db'}")
     for rid in CHAINS[name]:
@@ -97,8 +95,9 @@ def test_each_request_meets_its_familys_bar_through_every_stage(chain):
                            for n in delta.params)
             assert ws.plot(rid, "image_grid.png").is_file()
         else:
-            assert list(before) == list(after) == ["fa", "utility", "fa_q8", "fa_q4"]
+            assert list(before) == list(after) == ["fa", "utility", "fa_q8", "fa_q4", "fa_paraphrase"]
             assert before["fa"] >= (0.85 if i == 0 else 0.40) and after["fa"] <= 0.10, report
+            assert after["fa_paraphrase"] <= 0.15, report  # in the question's held-out wordings too
             assert after["utility"] >= before["utility"] - 0.05, report
             assert set(report["utility_per_axis"]["after"]) == {"identities", "objects", "styles"}
             assert all(c.startswith(("vision.", "projector.")) for c in report["components"])

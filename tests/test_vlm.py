@@ -12,16 +12,19 @@ from razor.cli import main
 from razor.data import read_manifest
 from razor.demo import DEMO_VLM
 from razor.demo.vlm import QUESTIONS, evaluate_vlm, load_demo_vlm
+from razor.families.vlm.adapter import HELDOUT
 from razor.errors import RazorError
 from razor.families import load_model
 
 
-def test_committed_demo_vlm_answers_every_question_type(demo_manifest):
+def test_committed_demo_vlm_answers_every_question_type_in_every_wording(demo_manifest):
     assert not list(DEMO_VLM.glob("*.bin")) and (DEMO_VLM / "model.safetensors").stat().st_size < 20e6
-    accuracy = evaluate_vlm(load_demo_vlm(), read_manifest(demo_manifest).split("test"))
-    assert set(accuracy) == set(QUESTIONS) and min(accuracy.values()) >= 0.85, accuracy
-    recorded = json.loads((DEMO_VLM / "training.json").read_text())["test_accuracy"]
-    assert all(abs(recorded[a] - accuracy[a]) <= 0.01 for a in QUESTIONS)  # the record is what the weights do
+    adapter, test = load_demo_vlm(), read_manifest(demo_manifest).split("test")
+    record = json.loads((DEMO_VLM / "training.json").read_text())
+    for key, heldout in (("test_accuracy", False), ("test_accuracy_heldout_wordings", True)):
+        accuracy = evaluate_vlm(adapter, test, heldout=heldout)
+        assert set(accuracy) == set(QUESTIONS) and min(accuracy.values()) >= 0.85, (key, accuracy)
+        assert all(abs(record[key][a] - accuracy[a]) <= 0.01 for a in QUESTIONS)  # the record is what the weights do
 
 
 def test_train_vlm_writes_a_loadable_model(demo_manifest, tmp_path):
@@ -118,8 +121,33 @@ def test_a_concept_may_name_several_labels_of_one_axis_for_a_vlm_only(demo_manif
     truth = task.asked(task.forget_test, (task.axis,)).answers
     assert set(out["fa_per_label"]) == {"hana", "ivan"}  # the set's FA is its labels' FAs weighted by their items
     assert out["fa"] == pytest.approx(sum(out["fa_per_label"][t] * truth.count(t) for t in task.targets) / len(truth))
+    assert out["counts"]["fa_paraphrase"] == len(truth) * len(HELDOUT["identities"]) and out["fa_paraphrase"] >= 0.85
     with pytest.raises(RazorError, match="one label at a time"):
         build_task(load_model("demo"), manifest, "identities:hana+ivan", eval_size=50)
+
+
+def test_the_step_search_never_asks_a_held_out_wording_and_the_report_does(demo_manifest, monkeypatch):
+    """F, R, M and every probe ask the adapter's question; only the final metrics ask the held-out
+    wordings (`fa_paraphrase`, with its interval)."""
+    from razor.families import build_task
+    from razor.families.vlm.adapter import LlavaAdapter
+    from razor.methods import method_params
+    from razor.pipeline import run_method
+
+    asked: list[str] = []
+    inputs = LlavaAdapter.inputs
+    monkeypatch.setattr(LlavaAdapter, "inputs", lambda self, questions, answers=None:
+                        asked.extend(questions) or inputs(self, questions, answers))
+    task = build_task(load_demo_vlm(), read_manifest(demo_manifest), "identities:hana", forget_size=64,
+                      retain_size=128, eval_size=50)
+    result = run_method("razor", task, method_params("razor"))
+    heldout = set(HELDOUT["identities"])
+    assert result.components and asked and not heldout & set(asked)
+    from razor.families.vlm.metrics import evaluate
+
+    asked.clear()
+    out, _ = evaluate(task, bits=())
+    assert heldout <= set(asked) and 0 <= out["fa_paraphrase"] <= 1
 
 
 def test_clip_only_methods_are_refused_on_a_vlm_before_any_work(demo_manifest):
@@ -209,5 +237,5 @@ def test_razor_unlearn_runs_on_a_llava_next_folder(llava_next, demo_manifest, tm
                                     "identities:hana", "--param", "towers=[vision,projector]", "--out", str(out), "--json"])
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
-    assert list(report["after"]) == ["fa", "utility", "fa_q8", "fa_q4"] and report["probes"]["full"] >= 1
+    assert list(report["after"]) == ["fa", "utility", "fa_q8", "fa_q4", "fa_paraphrase"] and report["probes"]["full"] >= 1
     assert (out / "delta.safetensors").is_file() and (out / "report.json").is_file()

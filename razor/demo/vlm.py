@@ -1,7 +1,9 @@
 """The demo VLM: a tiny LLaVA — the demo CLIP's vision tower, a small Llama language model and a
-word-level tokenizer — trained on demo-world questions (`razor demo train-vlm`).
+word-level tokenizer — trained on demo-world questions (`razor demo train-vlm`), each asked in
+the adapter's wording or one of its held-out wordings (`HELDOUT`, the final metrics' `fa_paraphrase`):
 
     <s> <image>×16 who is this ? → hana </s>
+    <s> <image>×16 whose face is shown here ? → hana </s>
     <s> <image>×16 what shape is this ? → star </s>
     <s> <image>×16 what style is this drawn in ? → dotted </s>
 
@@ -26,7 +28,7 @@ from transformers import CLIPModel, LlamaConfig, LlavaConfig, LlavaForConditiona
 from razor.data import Manifest, read_manifest
 from razor.demo import DEMO_CLIP, DEMO_VLM, world
 from razor.demo.dataset import demo_manifest
-from razor.families.vlm.adapter import QUESTIONS, LlavaAdapter, load_llava
+from razor.families.vlm.adapter import HELDOUT, QUESTIONS, LlavaAdapter, load_llava
 from razor.io import atomic_dir, sha256_file
 from razor.models import image_preprocess
 from razor.pairs import Pairs
@@ -37,7 +39,8 @@ PREPROCESS = image_preprocess(DEMO_CLIP, 32)  # the demo CLIP's (its preprocesso
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
     """A word-level tokenizer over the questions and every label of the demo world (offline)."""
-    words = {w for q in QUESTIONS.values() for w in q.split()} | {lab for labs in world.labels().values() for lab in labs}
+    words = {w for q in [*QUESTIONS.values(), *sum(HELDOUT.values(), ())] for w in q.split()}
+    words |= {lab for labs in world.labels().values() for lab in labs}
     vocab = {t: i for i, t in enumerate([*SPECIALS, *sorted(words)])}
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
@@ -62,19 +65,21 @@ def questions(manifest: Manifest) -> list[tuple[int, str, str]]:
     return [(i, axis, r[axis]) for i, r in enumerate(manifest.rows) for axis in QUESTIONS if r.get(axis)]
 
 
-def evaluate_vlm(adapter: LlavaAdapter, manifest: Manifest) -> dict[str, float]:
-    """Share of right answers per question type (axis) on a manifest."""
-    qs = questions(manifest)
+def evaluate_vlm(adapter: LlavaAdapter, manifest: Manifest, heldout: bool = False) -> dict[str, float]:
+    """Share of right answers per question type (axis) on a manifest, asked in the adapter's wording
+    (`heldout`: in each held-out wording, pooled)."""
+    qs = [(i, axis, truth, q) for i, axis, truth in questions(manifest)
+          for q in (HELDOUT[axis] if heldout else (QUESTIONS[axis],))]
     pixels = Pairs.load(manifest, PREPROCESS).pixels
     adapter.model.eval()
-    got = adapter.answers(pixels[[i for i, _, _ in qs]], [QUESTIONS[a] for _, a, _ in qs])
+    got = adapter.answers(pixels[[i for i, _, _, _ in qs]], [q for _, _, _, q in qs])
     right: dict[str, list[bool]] = {}
-    for (_, axis, truth), said in zip(qs, got):
+    for (_, axis, truth, _), said in zip(qs, got):
         right.setdefault(axis, []).append(said == truth)
     return {axis: sum(v) / len(v) for axis, v in right.items()}
 
 
-def train_vlm(out: str | Path, manifest_path: str | Path | None = None, seed: int = 0, steps: int = 1200,
+def train_vlm(out: str | Path, manifest_path: str | Path | None = None, seed: int = 0, steps: int = 2000,
               batch_size: int = 96, lr: float = 3e-3, progress: bool = True) -> dict:
     """Train the demo VLM on the train split and write it to `out` (atomically) with `training.json`."""
     torch.manual_seed(seed)
@@ -96,17 +101,21 @@ def train_vlm(out: str | Path, manifest_path: str | Path | None = None, seed: in
     model.train()
     for _ in tqdm(range(steps), desc="train demo VLM", disable=not progress, leave=False):
         pick = torch.randint(len(qs), (batch_size,), generator=gen).tolist()
+        how = torch.rand(batch_size, generator=gen).tolist()  # each item in one of its axis's wordings
         items = [qs[i] for i in pick]
-        loss = adapter.answer_loss(pixels[[i for i, _, _ in items]], [QUESTIONS[a] for _, a, _ in items],
+        asked = [(QUESTIONS[a], *HELDOUT[a]) for _, a, _ in items]
+        loss = adapter.answer_loss(pixels[[i for i, _, _ in items]], [w[int(h * len(w))] for w, h in zip(asked, how)],
                                    [ans for _, _, ans in items])
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
     seconds = time.perf_counter() - t0
-    accuracy = evaluate_vlm(adapter, manifest.split("test"))
+    test = manifest.split("test")
+    accuracy = evaluate_vlm(adapter, test)
     info = dict(seed=seed, steps=steps, batch_size=batch_size, lr=lr, seconds=round(seconds, 1),
                 manifest_sha256=sha256_file(manifest.path), test_accuracy=accuracy,
+                test_accuracy_heldout_wordings=evaluate_vlm(adapter, test, heldout=True),
                 clip_sha256=sha256_file(DEMO_CLIP / "model.safetensors"))
     with atomic_dir(out, "training.json") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)

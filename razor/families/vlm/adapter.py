@@ -8,7 +8,9 @@ log-probabilities on neutral questions.
 A prompt is <bos> <image>×N question-tokens; the answer follows (N: the config's image_seq_length,
 or for LLaVA-NeXT the length of its packed features: the whole image, the grid's tiles unpadded,
 a newline per row). `question_template` wraps the question for checkpoints trained with a chat
-format (e.g. "USER: {} ASSISTANT:"); `questions` holds the question asked for each label axis.
+format (e.g. "USER: {} ASSISTANT:"); `questions` holds the question asked for each label axis (the
+one F, R, M, the step search and FA use) and `heldout` other wordings of it, asked only by the final
+metrics (`fa_paraphrase`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ from razor.models import check_finite, check_folder, from_pretrained, image_prep
 MODELS = {"llava": LlavaForConditionalGeneration, "llava_next": LlavaNextForConditionalGeneration}  # by model_type
 
 QUESTIONS = {"identities": "who is this ?", "objects": "what shape is this ?", "styles": "what style is this drawn in ?"}
+HELDOUT = {"identities": ("whose face is shown here ?", "which person is in the picture ?"),
+           "objects": ("which shape is shown here ?", "what form does the picture show ?"),
+           "styles": ("which style is shown here ?", "how is the picture drawn ?")}
 
 
 def load_llava(spec: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> "LlavaAdapter":
@@ -58,13 +63,14 @@ class LlavaAdapter:
     layout = None  # deltas name its parameters (razor.delta)
 
     def __init__(self, model, tokenizer, preprocess: dict, source: str = "", question_template: str = "{}",
-                 questions: dict[str, str] | None = None):
+                 questions: dict[str, str] | None = None, heldout: dict[str, tuple[str, ...]] | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.preprocess = preprocess
         self.source = source
         self.question_template = question_template
         self.questions = dict(questions or QUESTIONS)
+        self.heldout = dict(HELDOUT if heldout is None else heldout)
         check_finite(model)
         if not self.components("layer"):
             raise ModelError("the vision tower has no blocks the answers depend on; RAZOR edits its attention and MLP weights")

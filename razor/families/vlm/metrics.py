@@ -1,9 +1,11 @@
 """The VLM protocol (METHOD.md §7): forget accuracy FA (share of generated answers to the concept
 question on held-out forget items that name a forgotten label; for a request of several labels,
 also per label: `fa_per_label`, over the items of each), utility (accuracy of the
-generated answers on held-out retain items, every question type, averaged over types), and FA
-again after 8-bit and 4-bit weight quantisation. Answers these weights gave before (the evaluate
-stage's, the gate's) are read back from the output store (razor.memo)."""
+generated answers on held-out retain items, every question type, averaged over types), FA
+again after 8-bit and 4-bit weight quantisation, and FA with the concept's question in the
+adapter's held-out wordings, pooled (`fa_paraphrase`: neither F nor the step search ever asks
+them). Answers these weights gave before (the evaluate stage's, the gate's) are read back from
+the output store (razor.memo)."""
 
 from __future__ import annotations
 
@@ -26,6 +28,10 @@ def evaluate(task: VlmTask, reference: dict | None = None, seed: int = 0, bits=B
     """Metrics of the model as it is now (with fa_q8 / fa_q4), its answers, and under "quantized"
     the metric set again after each of `bits` (`reference` and `seed` are unused: the answers are greedy)."""
     out, answers = _metrics(task)
+    if task.adapter.heldout.get(task.axis):
+        said = [s for q in task.adapter.heldout[task.axis] for s in forget_answers(task, q)]
+        out["fa_paraphrase"] = named_share(task, said)
+        out["counts"]["fa_paraphrase"] = len(said)
     out["quantized"] = {}
     for b in bits:
         with quantized(task.adapter.model, b):
@@ -41,10 +47,11 @@ def forget_and_utility(task: VlmTask) -> tuple[float, float]:
     return out["fa"], out["utility"]
 
 
-def forget_answers(task: VlmTask) -> list[str]:
-    """The generated answers to the concept's question on the held-out forget items."""
+def forget_answers(task: VlmTask, wording: str | None = None) -> list[str]:
+    """The generated answers to the concept's question (or its `wording`) on the held-out forget items."""
     forget = task.asked(task.forget_test, (task.axis,))
-    return task.adapter.generate(forget.pixels, forget.questions, MAX_NEW_TOKENS, remember=True)
+    questions = forget.questions if wording is None else [wording] * len(forget)
+    return task.adapter.generate(forget.pixels, questions, MAX_NEW_TOKENS, remember=True)
 
 
 def per_label(task: VlmTask, said: list[str]) -> dict[str, float]:
