@@ -69,7 +69,7 @@ def evaluate_vlm(adapter: LlavaAdapter, manifest: Manifest, heldout: bool = Fals
     """Share of right answers per question type (axis) on a manifest, asked in the adapter's wording
     (`heldout`: in each held-out wording, pooled)."""
     qs = [(i, axis, truth, q) for i, axis, truth in questions(manifest)
-          for q in (HELDOUT[axis] if heldout else (QUESTIONS[axis],))]
+          for q in (adapter.heldout[axis] if heldout else (adapter.questions[axis],))]
     pixels = Pairs.load(manifest, PREPROCESS).pixels
     adapter.model.eval()
     got = adapter.answers(pixels[[i for i, _, _, _ in qs]], [q for _, _, _, q in qs])
@@ -103,7 +103,7 @@ def train_vlm(out: str | Path, manifest_path: str | Path | None = None, seed: in
         pick = torch.randint(len(qs), (batch_size,), generator=gen).tolist()
         how = torch.rand(batch_size, generator=gen).tolist()  # each item in one of its axis's wordings
         items = [qs[i] for i in pick]
-        asked = [(QUESTIONS[a], *HELDOUT[a]) for _, a, _ in items]
+        asked = [(adapter.questions[a], *adapter.heldout[a]) for _, a, _ in items]
         loss = adapter.answer_loss(pixels[[i for i, _, _ in items]], [w[int(h * len(w))] for w, h in zip(asked, how)],
                                    [ans for _, _, ans in items])
         opt.zero_grad()

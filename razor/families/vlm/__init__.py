@@ -12,6 +12,6 @@ FAMILY = Family(
     methods=("razor", "slug", "ga", "graddiff", "ft"),
     demo="demo-vlm", demo_folder=DEMO_VLM, parts="razor.families.vlm.parts",
     # measured on every demo identity (README, benchmarks/results/sweep): the retain-shaped step forgets all 10 within
-    # the bounds (the plain step: 6), in a median of 13 probes (49)
+    # the bounds (the plain step, on the demo VLM before its retraining: 6), in a median of 15 probes (49)
     defaults=dict(precondition="retain"),
 )
